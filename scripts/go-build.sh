@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Build a pinned Go program from its module into a versioned cache and print
+# the binary's path. Re-running with the same version prints the cached path
+# at once.
+#
+#   scripts/go-build.sh NAME MODULE PACKAGE VERSION
+#   scripts/go-build.sh cloudflared github.com/cloudflare/cloudflared cmd/cloudflared 2025.8.1
+#
+# GO_BUILD_LDFLAGS adds linker flags, e.g. -X for the version a program prints.
+#
+# The build always goes through a throwaway wrapper module that copies the
+# upstream go.mod's `replace` directives: `go install mod@v` refuses modules
+# that have them (cloudflared does), and the wrapper works for those without.
+set -euo pipefail
+
+[ $# -eq 4 ] || { echo "usage: $0 NAME MODULE PACKAGE VERSION" >&2; exit 2; }
+name=$1 module=$2 package=$3 version=$4
+cache=${BLACKROAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/blackroad}/go/$name/$version
+out=$cache/$name
+
+if [ -x "$out" ]; then
+  echo "$out"
+  exit 0
+fi
+# Several hosts of one play may ask for the same program at once: one builds,
+# the others wait and reuse it.
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9
+if [ -x "$out" ]; then
+  echo "$out"
+  exit 0
+fi
+command -v go >/dev/null || { echo "go-build: Go is not installed; install Go 1.22 or newer" >&2; exit 1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+export GOFLAGS=-mod=mod GOTOOLCHAIN=local
+go mod init blackroad.local/build/"$name" >/dev/null 2>&1
+
+upstream_mod=$(go mod download -json "$module@$version" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+# Copy replace directives, single-line and block form. A replace that points at
+# a local directory cannot be honoured outside upstream's tree: fail loudly.
+python3 - "$upstream_mod" >>go.mod <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+lines = []
+for block in re.findall(r'^replace\s*\((.*?)^\)', text, re.S | re.M):
+    lines += [l.strip() for l in block.splitlines() if l.strip() and not l.strip().startswith('//')]
+lines += [m.strip() for m in re.findall(r'^replace\s+([^(\n].*)$', text, re.M)]
+for line in lines:
+    target = line.split('=>', 1)[1].strip()
+    if target.startswith(('.', '/')):
+        sys.exit(f"go-build: upstream replace points at a local path: {line}")
+    print(f"replace {line}")
+PY
+
+go get "$module/$package@$version" >build.log 2>&1 || { cat build.log >&2; exit 1; }
+CGO_ENABLED=${CGO_ENABLED:-0} go build -trimpath -ldflags="-s -w ${GO_BUILD_LDFLAGS:-}" -o "$out.partial" "$module/$package" \
+  >>build.log 2>&1 || { cat build.log >&2; exit 1; }
+mv "$out.partial" "$out"
+echo "$out"
