@@ -15,6 +15,7 @@ set -euo pipefail
 
 [ $# -eq 4 ] || { echo "usage: $0 NAME MODULE PACKAGE VERSION" >&2; exit 2; }
 name=$1 module=$2 package=$3 version=$4
+here=$(cd "$(dirname "$0")" && pwd)
 cache=${BLACKROAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/blackroad}/go/$name/$version
 out=$cache/$name
 
@@ -41,21 +42,9 @@ go mod init blackroad.local/build/"$name" >/dev/null 2>&1
 
 upstream_mod=$(go mod download -json "$module@$version" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
-# Copy replace directives, single-line and block form. A replace that points at
-# a local directory cannot be honoured outside upstream's tree: fail loudly.
-python3 - "$upstream_mod" >>go.mod <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-lines = []
-for block in re.findall(r'^replace\s*\((.*?)^\)', text, re.S | re.M):
-    lines += [l.strip() for l in block.splitlines() if l.strip() and not l.strip().startswith('//')]
-lines += [m.strip() for m in re.findall(r'^replace\s+([^(\n].*)$', text, re.M)]
-for line in lines:
-    target = line.split('=>', 1)[1].strip()
-    if target.startswith(('.', '/')):
-        sys.exit(f"go-build: upstream replace points at a local path: {line}")
-    print(f"replace {line}")
-PY
+# A replace that points at a local directory cannot be honoured outside
+# upstream's tree: go_mod_replaces.py fails loudly on one.
+python3 "$here/go_mod_replaces.py" "$upstream_mod" >>go.mod
 
 go get "$module/$package@$version" >build.log 2>&1 || { cat build.log >&2; exit 1; }
 CGO_ENABLED=${CGO_ENABLED:-0} go build -trimpath -ldflags="-s -w ${GO_BUILD_LDFLAGS:-}" -o "$out.partial" "$module/$package" \

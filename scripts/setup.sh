@@ -2,7 +2,7 @@
 # Prepare this machine to run the lab and the tests. Safe to re-run: every
 # step checks first and does nothing when it is already done.
 #   1. a Docker Engine that answers (Debian's docker.io if none is installed)
-#   2. debootstrap, for the base image
+#   2. debootstrap for the base image; shellcheck and git for the sanity test
 #   3. the virtualenv from the pinned requirements (rebuilt when they change)
 #   4. the collection importable as blackroad.infra
 #   5. the local base image (rebuilt when its recipe changes)
@@ -76,6 +76,9 @@ collection_link() {
 command -v python3 >/dev/null || die "python3 (3.11 or newer) is needed"
 docker_engine
 command -v debootstrap >/dev/null || { log "installing debootstrap"; apt_install debootstrap; }
+# ansible-test sanity runs shellcheck on our scripts only when it is installed.
+command -v shellcheck >/dev/null || { log "installing shellcheck"; apt_install shellcheck; }
+command -v git >/dev/null || { log "installing git"; apt_install git; }
 virtualenv
 collection_link
 images/debian12-systemd/build.sh

@@ -54,6 +54,8 @@ UNIT
   ln -sf /etc/systemd/system/ssh-host-keys.service "$root/etc/systemd/system/multi-user.target.wants/ssh-host-keys.service"
   # Keep the image small and the apt lists out of it: roles run `apt update`.
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
+  # Empty lists must look stale, or apt's cache_valid_time skips the update.
+  touch -d @0 "$root/var/lib/apt/lists"
   # The same sources a Raspberry Pi OS / Debian host has, plus security updates
   # so unattended-upgrades has a security origin to follow.
   cat >"$root/etc/apt/sources.list" <<SOURCES

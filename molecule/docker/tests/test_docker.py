@@ -36,7 +36,7 @@ def test_container_starts_from_loaded_image_and_serves(host, probe_image):
     host.check_output(f"docker run -d --name probe-web -p 127.0.0.1:18080:8080 {probe_image}")
     try:
         body = ""
-        for _ in range(30):
+        for _attempt in range(30):
             result = host.run("curl -fsS http://127.0.0.1:18080/")
             if result.rc == 0:
                 body = result.stdout
