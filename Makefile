@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SCENARIOS := $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
 
-.PHONY: lab lab-up lab-down setup test lint sanity unit molecule build changelog clean
+.PHONY: lab lab-up lab-down setup test lint sanity unit molecule lab-test build changelog clean
 
 lab: setup lab-up
 	ansible-playbook playbooks/site.yml
@@ -24,7 +24,7 @@ lab-down: setup
 setup:
 	@scripts/setup.sh
 
-test: setup lint sanity unit molecule
+test: setup lint sanity unit molecule lab-test
 	@echo "all checks passed"
 
 lint:
@@ -36,6 +36,11 @@ sanity:
 
 unit:
 	pytest tests/unit
+
+# site.yml on a lab of its own: converges, then a second run and --check
+# report changed=0 for every host.
+lab-test:
+	pytest tests/lab
 
 molecule:
 	@set -e; for s in $(SCENARIOS); do molecule test -s $$s; done

@@ -74,3 +74,6 @@ SOURCES
   echo "built $image"
 fi
 docker tag "$image" "$repo:latest"
+# Images of earlier recipes are dead weight; one still used by a container stays.
+docker images --format '{{.Repository}}:{{.Tag}}' "$repo" |
+  grep -vxF -e "$image" -e "$repo:latest" | xargs -r docker rmi >/dev/null 2>&1 || true
