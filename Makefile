@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 SCENARIOS := $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
 
-.PHONY: lab lab-up lab-down setup test lint sanity unit molecule lab-test build changelog clean
+.PHONY: lab lab-up lab-down setup test lint sanity unit molecule lab-test build clean
 
 lab: setup lab-up
 	ansible-playbook playbooks/site.yml
@@ -30,6 +30,7 @@ test: setup lint sanity unit molecule lab-test
 lint:
 	yamllint -s .
 	ansible-lint --profile production
+	antsibull-changelog lint
 
 sanity:
 	scripts/sanity.sh
@@ -47,9 +48,6 @@ molecule:
 
 build:
 	ansible-galaxy collection build --force --output-path .cache/dist
-
-changelog:
-	antsibull-changelog lint
 
 clean: lab-down
 	rm -rf .cache/sanity .cache/dist
