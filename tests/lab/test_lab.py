@@ -52,3 +52,36 @@ def test_lab_converges_then_stays_converged(fresh_lab):
     assert changed(playbook("playbooks/site.yml", "--check", "--diff")) == dict.fromkeys(FLEET, 0)
     # Bringing the lab up again finds every container as it should be.
     assert playbook("playbooks/lab.yml")["localhost"]["changed"] == 0
+
+
+def lab_exec(host, *command):
+    return subprocess.run(["docker", "exec", f"blackroad-labtest-{host}", *command],
+                          capture_output=True, text=True, check=False)
+
+
+def test_published_container_port_is_reachable_only_from_inside(fresh_lab):
+    """A port Docker publishes on 0.0.0.0 must not bypass the firewall (DNAT skips the input chain)."""
+    host = "pi5-alpha"
+    tarball = subprocess.run([str(REPO / "tests/fixtures/probe/build.sh")], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    subprocess.run(["docker", "cp", tarball, f"blackroad-labtest-{host}:/tmp/probe.tar"], check=True)
+    loaded = lab_exec(host, "docker", "load", "-i", "/tmp/probe.tar")
+    image = loaded.stdout.strip().rsplit("Loaded image: ", 1)[1]
+    started = lab_exec(host, "docker", "run", "-d", "--name", "published", "-p", "18080:8080", image)
+    assert started.returncode == 0, started.stderr
+    try:
+        inspect = subprocess.run(
+            ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+             f"blackroad-labtest-{host}"], capture_output=True, text=True, check=True)
+        address = inspect.stdout.strip()
+        inside = ""
+        for _attempt in range(20):
+            inside = lab_exec(host, "curl", "-fsS", "-m", "2", "http://127.0.0.1:18080/").stdout
+            if inside:
+                break
+        assert inside.startswith("probe ok "), "the container serves on the host itself"
+        outside = subprocess.run(["curl", "-fsS", "-m", "3", f"http://{address}:18080/"],
+                                 capture_output=True, text=True, check=False)
+        assert outside.returncode != 0, "a published port answered from outside the tailnet"
+    finally:
+        lab_exec(host, "docker", "rm", "-f", "published")
