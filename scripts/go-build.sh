@@ -3,20 +3,23 @@
 # the binary's path. Re-running with the same version prints the cached path
 # at once.
 #
-#   scripts/go-build.sh NAME MODULE PACKAGE VERSION
-#   scripts/go-build.sh cloudflared github.com/cloudflare/cloudflared cmd/cloudflared 2025.8.1
+#   scripts/go-build.sh NAME VERSION
+#   scripts/go-build.sh docker-compose 2.32.4
 #
-# GO_BUILD_LDFLAGS adds linker flags, e.g. -X for the version a program prints.
-#
+# NAME is a row of scripts/go-programs.tsv (module, package, linker flags).
 # The build always goes through a throwaway wrapper module that copies the
 # upstream go.mod's `replace` directives: `go install mod@v` refuses modules
 # that have them (cloudflared does), and the wrapper works for those without.
 set -euo pipefail
 
-[ $# -eq 4 ] || { echo "usage: $0 NAME MODULE PACKAGE VERSION" >&2; exit 2; }
-name=$1 module=$2 package=$3 version=$4
+[ $# -eq 2 ] || { echo "usage: $0 NAME VERSION" >&2; exit 2; }
+name=$1 version=${2#v}
 here=$(cd "$(dirname "$0")" && pwd)
-cache=${BLACKROAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/blackroad}/go/$name/$version
+row=$(awk -F '\t' -v n="$name" '$1 == n' "$here/go-programs.tsv")
+[ -n "$row" ] || { echo "go-build: $name is not in scripts/go-programs.tsv" >&2; exit 2; }
+IFS=$'\t' read -r _ module package ldflags <<<"$row"
+ldflags=${ldflags//\{version\}/$version}
+cache=${BLACKROAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/blackroad}/go/$name/v$version
 out=$cache/$name
 
 if [ -x "$out" ]; then
@@ -40,14 +43,14 @@ cd "$work"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local
 go mod init blackroad.local/build/"$name" >/dev/null 2>&1
 
-upstream_mod=$(go mod download -json "$module@$version" |
+upstream_mod=$(go mod download -json "$module@v$version" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
 # A replace that points at a local directory cannot be honoured outside
 # upstream's tree: go_mod_replaces.py fails loudly on one.
 python3 "$here/go_mod_replaces.py" "$upstream_mod" >>go.mod
 
-go get "$module/$package@$version" >build.log 2>&1 || { cat build.log >&2; exit 1; }
-CGO_ENABLED=${CGO_ENABLED:-0} go build -trimpath -ldflags="-s -w ${GO_BUILD_LDFLAGS:-}" -o "$out.partial" "$module/$package" \
+go get "$module/$package@v$version" >build.log 2>&1 || { cat build.log >&2; exit 1; }
+CGO_ENABLED=${CGO_ENABLED:-0} go build -trimpath -ldflags="-s -w $ldflags" -o "$out.partial" "$module/$package" \
   >>build.log 2>&1 || { cat build.log >&2; exit 1; }
 mv "$out.partial" "$out"
 echo "$out"

@@ -44,6 +44,11 @@ def test_lab_converges_then_stays_converged(fresh_lab):
     predicted = changed(playbook("playbooks/site.yml", "--check"))
     assert set(predicted) == FLEET
     assert all(count > 0 for count in predicted.values()), f"--check on new hosts predicted nothing: {predicted}"
+    for host in FLEET:
+        # --check wrote nothing: no drop-in, no firewall package, no Docker.
+        assert lab_exec(host, "test", "-e", "/etc/ssh/sshd_config.d/00-blackroad-hardening.conf").returncode == 1
+        assert lab_exec(host, "dpkg", "-s", "nftables").returncode != 0
+        assert lab_exec(host, "dpkg", "-s", "docker.io").returncode != 0
 
     first = changed(playbook("playbooks/site.yml"))
     assert all(count > 0 for count in first.values()), first
