@@ -1,6 +1,7 @@
 # The two commands (see README):
 #   make lab    bring up the lab fleet and converge it with playbooks/site.yml
-#   make test   lint, sanity, unit tests and every Molecule scenario
+#   make test   lint, sanity, unit and integration tests, every Molecule
+#               scenario, and the lab end to end
 # Both run `setup` first; every step is safe to repeat.
 
 SHELL := /bin/bash
@@ -35,8 +36,10 @@ lint:
 sanity:
 	scripts/sanity.sh
 
+# Unit tests and the integration tests that need no containers
+# (argument validation, the built tarball); pytest.ini lists both.
 unit:
-	pytest tests/unit
+	pytest
 
 # site.yml on a lab of its own: converges, then a second run and --check
 # report changed=0 for every host.
