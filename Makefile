@@ -18,9 +18,11 @@ lab: setup lab-up
 
 lab-up: setup
 	ansible-playbook playbooks/lab.yml
+	scripts/cloudflare-emulator.sh start
 
 lab-down: setup
 	ansible-playbook playbooks/lab.yml -e lab_state=absent
+	scripts/cloudflare-emulator.sh stop
 
 setup:
 	@scripts/setup.sh
