@@ -46,8 +46,10 @@ notes:
   - Results include RV(ignore:api_calls), the number of HTTP requests the task made.
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying the account.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
   action_group:
     description: Use C(group/blackroad.infra.cloudflare) in C(module_defaults) to set the options above once.

@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 name: cloudflare_plan
 short_description: Plan the consolidation of a Cloudflare account from what it has and what is declared
 version_added: 0.2.0
-author: BlackRoad infrastructure team
+author: BlackRoad infrastructure team (@blackroad)
 description:
   - Compares an account inventory (the result of M(blackroad.infra.cloudflare_info)) with a declared
     desired state and says, for each Worker, KV namespace, D1 database and R2 bucket, whether it stays,

@@ -299,10 +299,21 @@ class CloudflareModule:
             self.fail(str(error), status=error.status)
 
     def paged(self, func, *args, **kwargs):
-        """All items of a list endpoint, each page fetched with retries."""
+        """All items of a list endpoint, each page fetched with retries.
+
+        The SDK asks for pages until one comes back empty; the envelope's
+        result_info says when the last page has been read, which saves a call.
+        """
         page = self.call(func, *args, **kwargs)
         items = list(page.result if hasattr(page, "result") else page)
-        while page.has_next_page():
+        while True:
+            info = getattr(page, "result_info", None)
+            total_pages = getattr(info, "total_pages", None)
+            number = getattr(info, "page", None)
+            if total_pages is not None and number is not None and number >= total_pages:
+                break
+            if not page.has_next_page():
+                break
             page = self.call(page.get_next_page)
             items.extend(page.result if hasattr(page, "result") else page)
         return items
