@@ -206,6 +206,11 @@ class CloudflareClient:
                         return found
                 attempt += 1
                 continue
+            except cloudflare.CloudflareError as error:
+                # A response the SDK could not read (e.g. not JSON): not retried,
+                # reported like any other failure.
+                raise CloudflareError("Cloudflare API call failed: the response could not be read (%s: %s)"
+                                      % (error.__class__.__name__, error))
             if self._failed_envelope is not None:
                 method, url, status, errors = self._failed_envelope
                 raise CloudflareError(_describe(method, url, status, errors), status, errors)
@@ -236,10 +241,13 @@ class CloudflareClient:
 class CloudflareModule:
     """An AnsibleModule with a Cloudflare client, account and zone lookups."""
 
-    def __init__(self, argument_spec, account=False, **kwargs):
+    def __init__(self, argument_spec, account=True, **kwargs):
+        # Every module takes ``account``, even one that only scopes a zone
+        # lookup with it: module_defaults for the action group passes the same
+        # options to all of them. ``account`` is kept as a keyword so callers
+        # say which modules work on account resources.
         spec = cloudflare_argument_spec()
-        if account:
-            spec.update(account_argument_spec())
+        spec.update(account_argument_spec())
         spec.update(argument_spec)
         kwargs.setdefault("supports_check_mode", True)
         self.module = AnsibleModule(argument_spec=spec, **kwargs)
@@ -345,7 +353,13 @@ class CloudflareModule:
             return zone
         name = zone.rstrip(".").lower()
         if name not in self._zones:
-            found = [z for z in self.paged(self.sdk.zones.list, name=name) if z.name == name]
+            # Zone names are unique only per account: with an account given,
+            # the lookup is scoped to it at no extra call.
+            scope = {}
+            account = self.params.get("account")
+            if account:
+                scope = {"account": {"id": account} if ID_PATTERN.match(account) else {"name": account}}
+            found = [z for z in self.paged(self.sdk.zones.list, name=name, **scope) if z.name == name]
             if not found:
                 self.fail("zone %r not found (or the API token cannot see it)" % zone)
             self._zones[name] = found[0].id

@@ -74,7 +74,7 @@ def run_play(tmp_path, tasks, env, check=False, diff=False, verbose=0, json_outp
             "gather_facts": False,
             "tasks": tasks,
         }], sort_keys=False))
-    args = ["ansible-playbook", "-i", "localhost,", "-e", "ansible_connection=local",
+    args = [str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-e", "ansible_connection=local",
             "-e", "ansible_python_interpreter=" + sys.executable, str(playbook)]
     if check:
         args.append("--check")
