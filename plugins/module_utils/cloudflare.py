@@ -206,7 +206,7 @@ class CloudflareClient:
                         return found
                 attempt += 1
                 continue
-            except cloudflare.CloudflareError as error:
+            except (cloudflare.CloudflareError, ValueError) as error:
                 # A response the SDK could not read (e.g. not JSON): not retried,
                 # reported like any other failure.
                 raise CloudflareError("Cloudflare API call failed: the response could not be read (%s: %s)"
@@ -241,11 +241,10 @@ class CloudflareClient:
 class CloudflareModule:
     """An AnsibleModule with a Cloudflare client, account and zone lookups."""
 
-    def __init__(self, argument_spec, account=True, **kwargs):
+    def __init__(self, argument_spec, **kwargs):
         # Every module takes ``account``, even one that only scopes a zone
         # lookup with it: module_defaults for the action group passes the same
-        # options to all of them. ``account`` is kept as a keyword so callers
-        # say which modules work on account resources.
+        # options to all of them.
         spec = cloudflare_argument_spec()
         spec.update(account_argument_spec())
         spec.update(argument_spec)

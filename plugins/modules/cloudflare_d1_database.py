@@ -181,7 +181,6 @@ def main():
             state=dict(type="str", choices=["present", "absent"], default="present"),
             location_hint=dict(type="str", choices=["wnam", "enam", "weur", "eeur", "apac", "oc"]),
         ),
-        account=True,
     )
     params = cf.params
     name = params["name"]

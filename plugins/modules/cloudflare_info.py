@@ -568,7 +568,6 @@ def main():
             zones=dict(type="list", elements="str"),
             worker_details=dict(type="bool", default=False),
         ),
-        account=True,
     )
     validate(cf)
     gather = [t for t in ALL_TYPES if t in cf.params["gather"]]

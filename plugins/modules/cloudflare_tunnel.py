@@ -632,7 +632,6 @@ def main():
             token_dest=dict(type="path", no_log=False),
             return_token=dict(type="bool", default=False, no_log=False),
         ),
-        account=True,
     )
     TunnelManager(cf).run()
 

@@ -830,7 +830,6 @@ def main():
                 environment=dict(type="str", default="production"),
             )),
         ),
-        account=True,
         required_if=[("state", "present", ["files"])],
     )
     desired = validate(cf)
