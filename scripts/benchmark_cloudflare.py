@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """API calls and wall time of the Cloudflare modules, written into docs/benchmarks.md.
 
     .venv/bin/python scripts/benchmark_cloudflare.py [--records 1000] [--entries 10000]
@@ -243,7 +242,7 @@ def main():
         text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
         start, end = text.index(BEGIN), text.index(END) + len(END)
         DOC.write_text(text[:start] + table + text[end:])
-    missed = [(name, row["calls"], TARGETS[name]) for name, _, row in results
+    missed = [(name, row["calls"], TARGETS[name]) for name, _items, row in results
               if name in TARGETS and row["calls"] > TARGETS[name]]
     for name, calls, target in missed:
         print("MISSED: %s made %d calls (target at most %d)" % (name, calls, target), file=sys.stderr)

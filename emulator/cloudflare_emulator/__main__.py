@@ -43,7 +43,7 @@ def main(argv=None):
     tokens = _tokens(args.token_file)
     if not tokens:
         sys.exit("cloudflare-emulator: no token; use --token-file FILE or CLOUDFLARE_EMULATOR_TOKENS")
-    host, _, port = args.listen.rpartition(":")
+    host, _sep, port = args.listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     try:
         emu = Emulator(tokens, seed=load_seed(args.seed), state_file=args.state_file)

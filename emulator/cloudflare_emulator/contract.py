@@ -100,7 +100,7 @@ PREFER_SDK = {("GET", "/accounts/{account_id}/r2/buckets"), ("POST", "/accounts/
 
 
 def _import(spec):
-    mod, _, name = spec.partition(":")
+    mod, _sep, name = spec.partition(":")
     return getattr(importlib.import_module(mod), name)
 
 
@@ -310,7 +310,7 @@ class Contract:
             return problems
         src = self.source(method, template)
         if src == "openapi":
-            op, _ = self._op(method, template)
+            op, _source = self._op(method, template)
             resp = (op.get("responses") or {}).get(str(status)) or (op.get("responses") or {}).get("2XX")
             if resp and "$ref" in resp:
                 resp = self._resolve(resp["$ref"])
@@ -449,7 +449,7 @@ def report(routes, contract=None):
     for method, template in routes:
         src = contract.source(method, template)
         if src == "openapi":
-            op, _ = contract._op(method, template)
+            op, _source = contract._op(method, template)
             rb = op.get("requestBody") or {}
             if "$ref" in rb:
                 rb = contract._resolve(rb["$ref"])

@@ -167,7 +167,7 @@ def _tag_checks(tags, q):
     for suffix, fn in ((".contains", lambda v, x: x in v), (".startswith", lambda v, x: v.startswith(x)),
                        (".endswith", lambda v, x: v.endswith(x))):
         if "tag" + suffix in q:
-            n, _, x = q["tag" + suffix].partition(":")
+            n, _sep, x = q["tag" + suffix].partition(":")
             checks.append(n in names and fn(names[n], x))
     return checks
 
@@ -743,8 +743,8 @@ def get_tunnel_config(st, r):
 def put_tunnel_config(st, r):
     body = _json_obj(r)
     t = st.tunnel(r.params["account_id"], r.params["tunnel_id"])
-    return _config_result(t, st.tunnel_put_config(r.params["account_id"], r.params["tunnel_id"],
-                                                   body.get("config") or {}))
+    config = st.tunnel_put_config(r.params["account_id"], r.params["tunnel_id"], body.get("config") or {})
+    return _config_result(t, config)
 
 
 @route("GET", "/accounts/{account_id}/cfd_tunnel/{tunnel_id}/token")
@@ -1051,10 +1051,10 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {}
             if fault.get("retry_after") is not None:
                 headers["Retry-After"] = str(fault["retry_after"])
+            default_message = ("Rate limited. Please wait and consider throttling your request speed"
+                               if st == 429 else "Internal server error (injected)")
             errors = fault.get("errors") or [{"code": 10429 if st == 429 else 10000 + (st % 1000),
-                                             "message": fault.get("message") or
-                                             ("Rate limited. Please wait and consider throttling your request speed"
-                                              if st == 429 else "Internal server error (injected)")}]
+                                             "message": fault.get("message") or default_message}]
             return st, _envelope(False, errors=errors), "application/json", headers, False
         if fault and fault.get("action") == "drop" and fault.get("when", "before") == "before":
             return 0, None, None, None, True

@@ -26,7 +26,7 @@ def namespaces(emu):
 
 
 def test_a_bad_token_is_one_clear_message(cf_emulator):
-    cf, _ = client(cf_emulator, token="not-the-token")
+    cf, _delays = client(cf_emulator, token="not-the-token")
     with pytest.raises(CloudflareError) as raised:
         cf.call(cf.sdk.zones.list)
     message = str(raised.value)
@@ -47,7 +47,7 @@ def test_not_found_names_the_path_and_is_not_retried(cf_emulator):
 
 
 def test_a_200_with_success_false_is_an_error_not_none(cf_emulator):
-    cf, _ = client(cf_emulator)
+    cf, _delays = client(cf_emulator)
     cf_emulator.inject(action="status", status=200, path_regex="/zones$",
                        errors=[{"code": 1001, "message": "zone listing unavailable"}])
     with pytest.raises(CloudflareError) as raised:
@@ -88,7 +88,7 @@ def create_namespace(cf, emu, title):
 
 
 def test_a_create_whose_reply_was_lost_is_found_not_repeated(cf_emulator):
-    cf, _ = client(cf_emulator)
+    cf, _delays = client(cf_emulator)
     cf_emulator.inject(action="drop", when="after", method="POST", path_regex="/storage/kv/namespaces$")
     namespace = create_namespace(cf, cf_emulator, "ONCE")
     assert namespace.title == "ONCE"
@@ -103,7 +103,7 @@ def test_a_create_whose_reply_was_lost_is_found_not_repeated(cf_emulator):
     dict(action="status", status=429, retry_after=1),
 ])
 def test_a_create_that_did_not_land_is_retried_once(cf_emulator, fault):
-    cf, _ = client(cf_emulator)
+    cf, _delays = client(cf_emulator)
     cf_emulator.inject(method="POST", path_regex="/storage/kv/namespaces$", **fault)
     namespace = create_namespace(cf, cf_emulator, "RETRIED")
     assert namespace.title == "RETRIED"

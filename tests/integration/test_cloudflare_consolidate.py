@@ -2,7 +2,6 @@
 
 import copy
 import json
-import pathlib
 
 import pytest
 import yaml
@@ -131,8 +130,8 @@ def test_a_fold_target_deployed_later_releases_the_waiting_workers(tmp_path, acc
 def test_an_unknown_key_in_the_desired_state_fails_before_any_write(tmp_path, account):
     bad = dict(DESIRED, queues={"keep": []})
     account.reset_requests()
-    result = consolidate(tmp_path, account, extra_vars=dict(cloudflare_account_desired=bad,
-                                                          cloudflare_confirm_delete=True))
+    extra = dict(cloudflare_account_desired=bad, cloudflare_confirm_delete=True)
+    result = consolidate(tmp_path, account, extra_vars=extra)
     assert result.rc != 0
     assert "unknown keys in the desired state: queues" in result.output
     assert account.writes() == []

@@ -98,7 +98,10 @@ def task(_label, _module, **args):
 def expected(state):
     """What cloudflare_info must return for the BlackRoad account, from the emulator's own dump."""
     zones = {z["id"]: z["name"] for z in state["zones"] if z["account_id"] == ACCOUNT_ID}
-    mine = lambda item: item.get("account_id", ACCOUNT_ID) == ACCOUNT_ID  # noqa: E731
+
+    def mine(item):
+        return item.get("account_id", ACCOUNT_ID) == ACCOUNT_ID
+
     return {
         "workers": sorted(w["name"] for w in state["workers"] if mine(w)),
         "kv_namespaces": sorted((n["title"], n["id"]) for n in state["kv_namespaces"] if mine(n)),

@@ -125,7 +125,7 @@ def test_create_then_noop_then_change_shown_in_check_diff(tmp_path, emu):
     assert tunnel["config_src"] == "cloudflare"
     assert tunnel["config"] == DOCUMENT
     assert len(base64.b64decode(tunnel["tunnel_secret"])) == 32
-    assert [m for m, _ in emu.writes()] == ["POST", "PUT"]
+    assert [m for m, _path in emu.writes()] == ["POST", "PUT"]
     assert out["tunnel"]["id"] == tunnel["id"] and out["tunnel"]["name"] == "edge"
     assert out["status"] == "inactive" and out["connections"] == []
     assert out["config"] == DOCUMENT
@@ -242,7 +242,7 @@ def test_rotate_secret_changes_the_token(tmp_path, emu):
     assert stat.S_IMODE(dest.stat().st_mode) == 0o600
     returned = result.result("Return token")
     assert returned["changed"] is False and returned["token"] == token
-    assert [m for m, _ in emu.writes()] == ["PATCH"]
+    assert [m for m, _path in emu.writes()] == ["PATCH"]
     assert tunnel["config"] == DOCUMENT  # rotation leaves the configuration alone
 
 
