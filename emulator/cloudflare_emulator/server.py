@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from .contract import Contract
 from .state import MAX_KV_BULK, ApiError, State, _redact, new_id, now_iso
@@ -267,9 +267,12 @@ def list_scripts(st, r):
     return [st.script_public(s) for (a, _n), s in sorted(st.workers.items()) if a == aid]
 
 
-@route("GET", "/accounts/{account_id}/workers/scripts/{script_name}")
-def download_script(st, r):
-    s = st.script(r.params["account_id"], r.params["script_name"])
+def _modules_multipart(s):
+    """All of a script's modules as multipart/form-data: (body, content type).
+
+    One part per module, named after it (name and filename), with the module's own content type,
+    the way the real API and wrangler's download of a multi-module Worker look.
+    """
     boundary = "----emulator" + new_id()
     chunks = []
     for f in s["files"]:
@@ -277,15 +280,27 @@ def download_script(st, r):
                        f"filename=\"{f['name']}\"\r\nContent-Type: {f['content_type']}\r\n\r\n").encode()
                       + f["data"] + b"\r\n")
     body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
-    return Reply(raw=body, content_type=f"multipart/form-data; boundary={boundary}")
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+@route("GET", "/accounts/{account_id}/workers/scripts/{script_name}")
+def download_script(st, r):
+    s = st.script(r.params["account_id"], r.params["script_name"])
+    body, ctype = _modules_multipart(s)
+    return Reply(raw=body, content_type=ctype)
 
 
 @route("GET", "/accounts/{account_id}/workers/scripts/{script_name}/content/v2")
 def script_content(st, r):
+    """A single-module Worker answers the bare module; several modules answer multipart/form-data
+    with one part per module. Both carry ``cf-entrypoint`` naming the main module."""
     s = st.script(r.params["account_id"], r.params["script_name"])
+    headers = {"cf-entrypoint": s["main_module"]}
+    if len(s["files"]) > 1:
+        body, ctype = _modules_multipart(s)
+        return Reply(raw=body, content_type=ctype, headers=headers)
     main = next(f for f in s["files"] if f["name"] == s["main_module"])
-    return Reply(raw=main["data"], content_type=main["content_type"],
-                 headers={"cf-entrypoint": s["main_module"]})
+    return Reply(raw=main["data"], content_type=main["content_type"], headers=headers)
 
 
 @route("DELETE", "/accounts/{account_id}/workers/scripts/{script_name}")
@@ -471,7 +486,9 @@ def delete_domain(st, r):
     get_domain(st, r)
     with st.lock:
         del st.domains[r.params["account_id"]][r.params["domain_id"]]
-    return None
+    # The schema gives the 200 as application/json; the SDK casts it to DomainDeleteResponse
+    # (success, errors, messages): the standard envelope, result null. Never an empty body.
+    return Reply(result=None)
 
 
 # ---------------------------------------------------------------------------- KV
@@ -830,13 +847,54 @@ def delete_d1(st, r):
     return None
 
 
+R2_CURSOR_PREFIX = "1-"
+
+
+def _r2_cursor(last_name):
+    """An opaque continuation token, shaped like the real one: "1-" + base64(urlencoded JSON)."""
+    doc = quote(json.dumps({"v": 1, "startAfter": last_name}, separators=(",", ":")), safe="")
+    return R2_CURSOR_PREFIX + base64.b64encode(doc.encode()).decode()
+
+
+def _r2_uncursor(cursor):
+    try:
+        if not cursor.startswith(R2_CURSOR_PREFIX):
+            raise ValueError(cursor)
+        doc = json.loads(unquote(base64.b64decode(cursor[len(R2_CURSOR_PREFIX):], validate=True).decode()))
+        if not isinstance(doc, dict) or not isinstance(doc.get("startAfter"), str):
+            raise ValueError(cursor)
+        return doc["startAfter"]
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, 10039, "The pagination cursor is not valid.") from None
+
+
 @route("GET", "/accounts/{account_id}/r2/buckets")
 def list_r2(st, r):
+    """Cursor paging (r2-list-buckets): per_page 1..1000 (default 20), cursor, start_after,
+    name_contains, order=name, direction; result_info {cursor, per_page}, cursor only when more remain."""
     aid = r.params["account_id"]
     st.account(aid)
-    items = [b for (a, _n), b in sorted(st.r2.items()) if a == aid
-             and (not r.query.get("name_contains") or r.query["name_contains"] in b["name"])]
-    return {"buckets": items}
+    q = r.query
+    try:
+        per_page = float(q.get("per_page", 20))
+    except ValueError:
+        per_page = 0
+    if per_page != int(per_page) or not 1 <= per_page <= 1000:
+        raise ApiError(400, 10040, "per_page must be a whole number between 1 and 1000.")
+    per_page = int(per_page)
+    if q.get("order", "name") != "name" or q.get("direction", "asc") not in ("asc", "desc"):
+        raise ApiError(400, 10040, "order must be name and direction asc or desc.")
+    desc = q.get("direction") == "desc"
+    names = sorted((n for (a, n) in st.r2 if a == aid
+                    and (not q.get("name_contains") or q["name_contains"] in n)), reverse=desc)
+    after = _r2_uncursor(q["cursor"]) if q.get("cursor") else q.get("start_after")
+    if after:
+        names = [n for n in names if (n < after if desc else n > after)]
+    chunk = names[:per_page]
+    info = {"per_page": per_page}
+    if len(names) > per_page:
+        info["cursor"] = _r2_cursor(chunk[-1])
+    return Reply(result={"buckets": [st.r2[(aid, n)] for n in chunk]}, result_info=info)
 
 
 @route("POST", "/accounts/{account_id}/r2/buckets")

@@ -178,11 +178,11 @@ attributes:
       routes and custom domains before and after.
 notes:
   - >-
-    API calls per run: one to read the script's settings and bindings, one to read its content
-    (a second one when the content endpoint answers with the entry module only and the Worker has
-    several modules), one KV namespace list when a binding names a namespace by title, one D1 list
-    when a binding names a database by name; with O(routes) or O(domains) (and always with
-    O(state=absent)), one zone list, one route list per zone of the account and one custom domain list.
+    API calls per run: one to read the script's settings and bindings, one to read its content (every
+    module in one answer, multipart when the Worker has several), one KV namespace list when a binding
+    names a namespace by title, one D1 list when a binding names a database by name; with O(routes) or
+    O(domains) (and always with O(state=absent)), one zone list, one route list per zone of the account
+    and one custom domain list.
     Writes happen only for what differs.
   - >-
     Token permissions: Account - Workers Scripts - Edit; with O(routes), Zone - Workers Routes - Edit
@@ -306,6 +306,8 @@ api_calls:
 """
 
 import datetime
+import email
+import email.message
 import hashlib
 import os
 import re
@@ -569,60 +571,40 @@ def get_or_none(cf, func, *args, **kwargs):
         cf.fail(str(error), status=error.status)
 
 
-def _boundary(content_type):
-    match = re.search(r'boundary="?([^";]+)"?', content_type or "")
-    return match.group(1).encode() if match else None
-
-
-def _disposition_name(headers):
-    disposition = headers.get("content-disposition", "")
-    match = re.search(r'filename="([^"]*)"', disposition) or re.search(r'name="([^"]*)"', disposition)
-    return match.group(1) if match else None
-
-
 def parse_modules(body, content_type):
-    """[(name, bytes)] from a multipart/form-data body."""
-    boundary = _boundary(content_type)
-    if boundary is None:
+    """[(name, bytes)] of the parts of a multipart/form-data body, parsed with the stdlib email parser.
+
+    Each part is a module: its name is the part's filename (else its form-data name).
+    """
+    head = ("Content-Type: %s\r\nMIME-Version: 1.0\r\n\r\n" % content_type).encode("latin-1")
+    message = email.message_from_bytes(head + body)
+    if not message.is_multipart():
         return None
     modules = []
-    for chunk in (b"\r\n" + body).split(b"\r\n--" + boundary)[1:]:
-        if chunk.startswith(b"--"):
-            break
-        chunk = chunk[2:] if chunk.startswith(b"\r\n") else chunk
-        head, sep, data = chunk.partition(b"\r\n\r\n")
-        if not sep:
-            continue
-        headers = {}
-        for line in head.decode("utf-8", "replace").split("\r\n"):
-            key, dummy, value = line.partition(":")
-            headers[key.strip().lower()] = value.strip()
-        name = _disposition_name(headers)
+    for part in message.get_payload():
+        name = part.get_filename() or part.get_param("name", header="content-disposition")
         if name and name != "metadata":
-            modules.append((name, data))
+            modules.append((name, part.get_payload(decode=True) or b""))
     return modules
 
 
 def read_content(cf, account_id, name, desired):
-    """{module name: sha256} of the deployed script and its entry module (None when unknown)."""
-    scripts = cf.sdk.workers.scripts
-    response = cf.call(scripts.content.get, name, account_id=account_id)
+    """{module name: sha256} of the deployed script and its entry module (None when unknown).
+
+    One call: content/v2 answers a multi-module Worker with multipart/form-data (one part per
+    module) and a single-module Worker with the bare module, ``cf-entrypoint`` naming the entry.
+    """
+    response = cf.call(cf.sdk.workers.scripts.content.get, name, account_id=account_id)
     body = response.read()
     content_type = response.headers.get("content-type", "")
     entry = response.headers.get("cf-entrypoint")
-    modules = parse_modules(body, content_type) if content_type.startswith("multipart/") else None
+    modules = None
+    if content_type.lower().startswith("multipart/"):
+        modules = parse_modules(body, content_type)
     if modules is None:
-        # The content endpoint answered with the entry module alone. One module is the whole
-        # script; otherwise read the full multipart script.
-        if len(desired.get("files") or []) > 1 or not entry:
-            raw = cf.call(scripts.with_raw_response.get, name, account_id=account_id)
-            full = parse_modules(raw.read(), raw.headers.get("content-type", ""))
-            if full is not None:
-                modules = full
-                entry = entry or raw.headers.get("cf-entrypoint")
-        if modules is None:
-            modules = [(entry or _disposition_name({"content-disposition": response.headers.get(
-                "content-disposition", "")}) or desired.get("main_module") or "(entry module)", body)]
+        disposition = email.message.Message()
+        disposition["content-disposition"] = response.headers.get("content-disposition", "")
+        modules = [(entry or disposition.get_filename() or desired.get("main_module") or "(entry module)", body)]
     files = [dict(name=n, sha256=hashlib.sha256(data).hexdigest()) for n, data in modules]
     return sorted(files, key=lambda f: f["name"]), entry
 
@@ -637,6 +619,12 @@ def resolve_bindings(cf, account_id, bindings):
         for b in bindings:
             if b["type"] == "kv_namespace" and b.get("namespace"):
                 found = titles.get(b["namespace"], [])
+                if not found and cf.check_mode:
+                    # Made by an earlier task of the same play: its id is not
+                    # known yet, and the upload is predicted all the same.
+                    cf.module.warn("bindings %s: KV namespace %r does not exist yet" % (b["name"], b["namespace"]))
+                    b["namespace_id"] = "(to be created: %s)" % b["namespace"]
+                    continue
                 if len(found) != 1:
                     cf.fail("bindings %s: KV namespace titled %r %s" % (
                         b["name"], b["namespace"], "not found" if not found else "is not unique; give namespace_id"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import email.parser
+import email.policy
 import json
 import os
 import time
@@ -19,6 +21,15 @@ JS = b"export default { async fetch(request, env) { return new Response('hi') } 
 @pytest.fixture
 def cf(cf_emulator):
     return cloudflare.Cloudflare(api_token=cf_emulator.token, base_url=cf_emulator.url, max_retries=0)
+
+
+def multipart_parts(body, content_type):
+    """[(name, filename, content type, bytes)] of a multipart/form-data body."""
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode() + body)
+    assert msg.is_multipart()
+    return [(p.get_param("name", header="content-disposition"), p.get_filename(), p.get_content_type(),
+             p.get_payload(decode=True)) for p in msg.iter_parts()]
 
 
 def raw(emu, method, path, **kw):
@@ -212,7 +223,13 @@ def test_workers_scripts_and_secrets(cf, cf_emulator):
                                            ("util.js", b"export const x = 1", "application/javascript+module")])
     assert res.id == "edge" and res.etag and "fetch" in res.handlers
     assert [s.id for s in cf.workers.scripts.list(account_id=aid)] == ["edge"]
-    assert cf.workers.scripts.content.get("edge", account_id=aid).read() == JS
+    # Several modules: content/v2 answers multipart/form-data, one part per module, and names the entry.
+    content = cf.workers.scripts.content.get("edge", account_id=aid)
+    assert content.headers["cf-entrypoint"] == "index.js"
+    assert content.headers["content-type"].startswith("multipart/form-data; boundary=")
+    parts = multipart_parts(content.read(), content.headers["content-type"])
+    assert parts == [("index.js", "index.js", "application/javascript+module", JS),
+                     ("util.js", "util.js", "application/javascript+module", b"export const x = 1")]
     settings = cf.workers.scripts.script_and_version_settings.get("edge", account_id=aid)
     secret = [b for b in settings.bindings if b.name == "API_KEY"][0]
     assert secret.type == "secret_text" and "s3cr3t" not in json.dumps(settings.model_dump())
@@ -224,6 +241,11 @@ def test_workers_scripts_and_secrets(cf, cf_emulator):
     res2 = cf.workers.scripts.update("edge", account_id=aid, metadata=meta2,
                                      files=[("index.js", JS + b"\n", "application/javascript+module")])
     assert res2.etag != res.etag
+    # One module: the bare module with its own content type, still naming the entry.
+    content = cf.workers.scripts.content.get("edge", account_id=aid)
+    assert content.read() == JS + b"\n"
+    assert content.headers["content-type"] == "application/javascript+module"
+    assert content.headers["cf-entrypoint"] == "index.js"
     st = cf_emulator.state(secrets=True)["workers"][0]
     assert {b["name"] for b in st["bindings"]} == {"API_KEY", "MODE"}
     assert [b for b in st["bindings"] if b["name"] == "API_KEY"][0]["text"] == "s3cr3t"
@@ -255,8 +277,16 @@ def test_worker_routes_and_domains(cf, cf_emulator):
     dom = cf.workers.domains.update(account_id=aid, hostname="app.blackroad.io", service="edge", zone_id=zid)
     assert dom.zone_name == "blackroad.io"
     assert [d.hostname for d in cf.workers.domains.list(account_id=aid)] == ["app.blackroad.io"]
-    cf.workers.domains.delete(dom.id, account_id=aid)
+    # Detach answers the JSON envelope (result null) that the SDK's DomainDeleteResponse parses.
+    gone = cf.workers.domains.delete(dom.id, account_id=aid)
+    assert gone.success is True and gone.errors == [] and gone.messages == []
     assert list(cf.workers.domains.list(account_id=aid)) == []
+    dom = cf.workers.domains.update(account_id=aid, hostname="app.blackroad.io", service="edge", zone_id=zid)
+    reply = raw(cf_emulator, "DELETE", f"/accounts/{aid}/workers/domains/{dom.id}")
+    assert reply.status_code == 200 and reply.headers["content-type"] == "application/json"
+    assert reply.json() == {"success": True, "errors": [], "messages": [], "result": None}
+    with pytest.raises(cloudflare.NotFoundError):
+        cf.workers.domains.delete(dom.id, account_id=aid)
 
 
 # ------------------------------------------------------------------------------ KV
@@ -380,6 +410,55 @@ def test_d1_and_r2(cf, cf_emulator):
     cf.d1.database.delete(dbs[0].uuid, account_id=aid)
     assert list(cf.d1.database.list(account_id=aid)) == []
     assert [b.name for b in cf.r2.buckets.list(account_id=aid).buckets] == ["artifacts"]
+
+
+def test_r2_bucket_list_pages_by_cursor(cf, cf_emulator):
+    """r2-list-buckets: per_page (default 20, max 1000), cursor, start_after, name_contains, direction."""
+    aid = cf_emulator.account_id
+    state = cf_emulator.state()
+    names = ["bucket-%02d" % i for i in range(25)]
+    state["r2_buckets"] = [{"name": n} for n in reversed(names)]
+    cf_emulator.seed(state)
+    path = f"/accounts/{aid}/r2/buckets"
+
+    def page(**params):
+        reply = raw(cf_emulator, "GET", path, params=params)
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        return [b["name"] for b in body["result"]["buckets"]], body["result_info"]
+
+    # Default page size 20: a cursor while more remain, none on the last page.
+    first, info = page()
+    assert first == names[:20] and info["per_page"] == 20 and info["cursor"]
+    rest, info = page(cursor=info["cursor"])
+    assert rest == names[20:] and info == {"per_page": 20}
+
+    # per_page 10: three pages, following the cursor; the pages add up to every bucket once.
+    seen, cursor, calls = [], None, 0
+    while True:
+        got, info = page(per_page=10, **({"cursor": cursor} if cursor else {}))
+        calls += 1
+        seen += got
+        cursor = info.get("cursor")
+        if not cursor:
+            break
+    assert seen == names and calls == 3
+
+    assert page(per_page=1000)[0] == names
+    assert page(per_page=5, start_after="bucket-21") == (names[22:], {"per_page": 5})
+    assert page(name_contains="-1")[0] == names[10:20]
+    desc, info = page(per_page=20, direction="desc")
+    assert desc == names[::-1][:20]
+    assert page(direction="desc", cursor=info["cursor"])[0] == names[::-1][20:]
+
+    # The SDK sends the same parameters (it drops result_info).
+    assert [b.name for b in cf.r2.buckets.list(account_id=aid, per_page=7, name_contains="bucket-0").buckets] == \
+        names[:7]
+
+    for bad in ({"per_page": 0}, {"per_page": 1001}, {"per_page": "lots"}, {"cursor": "not-a-cursor"},
+                {"direction": "sideways"}):
+        reply = raw(cf_emulator, "GET", path, params=bad)
+        assert reply.status_code == 400 and reply.json()["success"] is False, (bad, reply.text)
 
 
 # ------------------------------------------------------------------------------ faults / recording

@@ -235,6 +235,26 @@ def test_info_pages_only_when_needed(tmp_path, emu):
     assert [r["query"].get("page") for r in emu.requests()] == ["1", "2"]
 
 
+def test_info_r2_buckets_follow_the_cursor(tmp_path, emu):
+    """R2 lists by cursor: 25 buckets come in one call (per_page 1000); 1,025 in two, the second
+    asking with the first answer's result_info.cursor, and no third call."""
+    for count, calls in ((25, 1), (1025, 2)):
+        doc = copy.deepcopy(SEED)
+        doc["r2_buckets"] = [{"name": "bucket-%04d" % i} for i in range(count)]
+        seed(emu, doc)
+        result = run_play(tmp_path, [task("R2", "cloudflare_info", account=ACCOUNT_ID, gather=["r2_buckets"])],
+                          env(emu))
+        assert result.rc == 0, result.output
+        r2 = result.result("R2")
+        assert r2["summary"] == {"r2_buckets": count}
+        assert [b["name"] for b in r2["r2_buckets"]] == ["bucket-%04d" % i for i in range(count)]
+        assert r2["api_calls"] == calls
+        queries = [r["query"] for r in emu.requests()]
+        assert [q.get("per_page") for q in queries] == ["1000"] * calls
+        assert "cursor" not in queries[0]
+        assert all(q.get("cursor") for q in queries[1:])
+
+
 def test_info_bad_input_and_bad_token_fail_clearly(tmp_path, emu):
     tasks = [
         dict(task("Unknown zone", "cloudflare_info", account=ACCOUNT_ID, gather=["dns_records"],

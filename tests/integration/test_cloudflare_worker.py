@@ -149,9 +149,12 @@ def test_lifecycle(emu, src, tmp_path):
     assert res.changed == 0, res.stdout
     assert emu.writes() == []
     calls = res.result("again")["api_calls"]
-    # accounts (by name) + KV list + D1 list + settings + content (+ full script: the emulator's
-    # content/v2 holds the entry module only) + zones + routes x2 zones + domains
-    assert calls <= 11, calls
+    # accounts (by name) + KV list + D1 list + settings + content/v2 (multipart: all five modules
+    # in one answer) + zones + routes x2 zones + domains; the full script download is never read.
+    reads = [r for r in emu.requests() if r["method"] == "GET"]
+    assert not [r for r in reads if r["path"].endswith("/workers/scripts/edge")], reads
+    assert [r["path"].endswith("/content/v2") for r in reads].count(True) == 2  # two runs
+    assert calls == 9, (calls, [r["path"] for r in reads])
 
     # Code change: util.mjs differs; the secret is not re-sent (on_create) although its text changed.
     (src / "util.mjs").write_text("export function greet(name) { return `hi, ${name}`; }\n")
