@@ -117,14 +117,21 @@ def test_consolidation_merges_then_deletes_only_with_confirmation(tmp_path, acco
     assert again.changed == 0, again.output
 
 
-def test_a_fold_target_deployed_later_releases_the_waiting_workers(tmp_path, account):
-    state = account.state()
-    state["workers"].append(dict(name="blackroad-telemetry", main_module="index.js",
-                                 files={"index.js": "export default {fetch() {return new Response('t')}}"}))
-    account.seed(state)
-    result = consolidate(tmp_path, account, extra_vars=dict(cloudflare_confirm_delete=True))
-    assert result.rc == 0, result.output
-    assert "blackroad-logger" not in names(account.state(), "workers")
+def test_a_fold_target_deployed_later_releases_the_waiting_workers(tmp_path, cf_emulator):
+    def worker(name):
+        return dict(name=name, main_module="index.js", files={"index.js": "export default {}"})
+
+    seed = dict(accounts=SEED["accounts"], workers=[worker("blackroad-logger"), worker("blackroad-analytics")])
+    cf_emulator.seed(seed)
+    waiting = consolidate(tmp_path, cf_emulator, extra_vars=dict(cloudflare_confirm_delete=True))
+    assert waiting.rc == 0, waiting.output
+    assert names(cf_emulator.state(), "workers") == ["blackroad-analytics", "blackroad-logger"]
+
+    seed["workers"].append(worker("blackroad-telemetry"))
+    cf_emulator.seed(seed)
+    released = consolidate(tmp_path, cf_emulator, extra_vars=dict(cloudflare_confirm_delete=True))
+    assert released.rc == 0, released.output
+    assert names(cf_emulator.state(), "workers") == ["blackroad-telemetry"]
 
 
 def test_an_unknown_key_in_the_desired_state_fails_before_any_write(tmp_path, account):

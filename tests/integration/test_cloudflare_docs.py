@@ -19,9 +19,15 @@ def test_the_example_converges_and_a_second_run_changes_nothing(tmp_path, cf_emu
     token_file = tmp_path / "cloudflared" / "pi5-alpha.token"
     extra = {"token_file": str(token_file)}
 
+    # On the empty account, --check predicts every change and writes nothing.
+    predicted = run_play(tmp_path, None, env, playbook=EXAMPLE, extra_vars=extra, check=True, diff=True)
+    assert predicted.rc == 0, predicted.output
+    assert cf_emulator.writes() == []
+
     first = run_play(tmp_path, None, env, playbook=EXAMPLE, extra_vars=extra)
     assert first.rc == 0, first.output
     assert first.changed >= 5
+    assert predicted.changed == first.changed
     assert oct(token_file.stat().st_mode & 0o777) == "0o600"
     state = cf_emulator.state()
     assert [w["name"] for w in state["workers"]] == ["hello-edge"]
