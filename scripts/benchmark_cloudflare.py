@@ -94,7 +94,9 @@ def run_playbook(emulator, playbook, variables, workdir, library=None):
         cwd=REPO, env=env, capture_output=True, text=True, check=False)
     seconds = time.monotonic() - started
     if proc.returncode != 0:
-        raise SystemExit("playbook failed:\n" + proc.stdout[-4000:] + proc.stderr[-4000:])
+        violations = emulator.control("GET", "violations")
+        raise SystemExit("playbook failed:\n" + proc.stdout[-4000:] + proc.stderr[-4000:]
+                         + "\ncontract violations: " + json.dumps(violations)[:4000])
     stats = json.loads(proc.stdout)["stats"]["localhost"]
     calls = emulator.requests()
     writes = [c for c in calls if c["method"] != "GET"]

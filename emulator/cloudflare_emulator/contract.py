@@ -55,6 +55,10 @@ COMPONENT_OVERRIDES = {
                         "properties": {"type": {"type": "string"}, "name": {"type": "string"}}},
     "workers_schemas-binding": {"type": "object", "required": ["type"],
                                 "properties": {"type": {"type": "string"}, "name": {"type": "string"}}},
+    # The current API and SDK (Optional[str] / Optional[list]) accept null to mean
+    # "none"; community.general.cloudflare_dns sends "comment": null on every create.
+    "dns-records_comment": {"type": "string", "nullable": True},
+    "dns-records_tags": {"type": "array", "items": {"type": "string"}, "nullable": True},
     # Its "result" is typed object, which contradicts every D1 list response (arrays).
     "d1_api-response-common": {"type": "object", "required": ["success", "errors", "messages"]},
 }
@@ -437,9 +441,11 @@ def report(routes, contract=None):
         "- `workers_usage_model` accepts `standard`; Worker bindings accept any `type` (the old oneOf",
         "  lists only a few kinds); `d1_api-response-common` does not constrain `result`;",
         "- DELETE operations may omit the `{}` body the old schema declares required;",
-        "- R2 bucket operations use the SDK types (the listing became `{\"buckets\": [...]}`).",
+        "- R2 bucket operations use the SDK types (the listing became `{\"buckets\": [...]}`);",
+        "- DNS record `comment` and `tags` may be `null` (the current API and SDK accept and return it;",
+        "  community.general.cloudflare_dns sends and reads it).",
         "",
-        "Unset optional fields (`comment`, tunnel `conns_active_at`, ...) are omitted rather than",
+        "Other unset optional fields (tunnel `conns_active_at`, ...) are omitted rather than",
         "`null` where the schema types them as non-nullable strings. The SDK's `BatchPatchParam`",
         "requires `name`, `type` and `ttl` in DNS batch patches, so the emulator does too.",
         "",

@@ -389,8 +389,9 @@ class State:
             "settings": body.get("settings") or {}, "meta": {}, "tags": tags,
             "created_on": old["created_on"] if old else ts, "modified_on": ts,
         }
-        if comment is not None:  # left out when unset: the schema types it as a string
-            rec["comment"] = comment
+        # The current API returns "comment": null when unset (clients such as
+        # community.general.cloudflare_dns read the key unconditionally).
+        rec["comment"] = comment
         if rtype in ("MX", "SRV", "URI") and priority is not None:
             rec["priority"] = priority
         if data is not None:
