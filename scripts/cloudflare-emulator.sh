@@ -12,7 +12,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-dir=$here/.cache/lab/cloudflare
+dir=${CLOUDFLARE_EMULATOR_DIR:-$here/.cache/lab/cloudflare}
 port=${CLOUDFLARE_EMULATOR_PORT:-8787}
 python=$here/.venv/bin/python
 url=http://127.0.0.1:$port/client/v4
