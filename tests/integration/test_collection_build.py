@@ -32,5 +32,13 @@ def test_tarball_installs_and_its_roles_and_playbooks_load(tmp_path):
         doc = run(["ansible-doc", "-t", "role", f"blackroad.infra.{role}"], env=env, cwd=tmp_path).stdout
         assert str(installed) in doc
         assert "Options" in doc
+    modules = sorted(path.stem for path in (REPO / "plugins" / "modules").glob("*.py"))
+    assert "cloudflare_dns_records" in modules
+    for module in modules:
+        doc = run(["ansible-doc", "-t", "module", f"blackroad.infra.{module}"], env=env, cwd=tmp_path).stdout
+        assert str(installed) in doc
+        assert "EXAMPLES" in doc and "RETURN VALUES" in doc
+    doc = run(["ansible-doc", "-t", "filter", "blackroad.infra.cloudflare_plan"], env=env, cwd=tmp_path).stdout
+    assert "desired" in doc
     syntax = run(["ansible-playbook", "--syntax-check", "-i", "localhost,", "blackroad.infra.site"], env=env, cwd=tmp_path)
     assert f"playbook: {installed}/ansible_collections/blackroad/infra/playbooks/site.yml" in syntax.stdout
