@@ -340,9 +340,9 @@ class CloudflareModule:
                     found = self.paged(self.sdk.accounts.list)
                 if len(found) != 1:
                     if wanted:
-                        self.fail("account %r: %s" % (wanted, "not found (or the token cannot see it)" if not found
+                        self.fail("account %r: %s" % (wanted, "not found (or the API token cannot see it)" if not found
                                                       else "%d accounts have that name; give its id" % len(found)))
-                    self.fail("account is required: the token can see %d accounts" % len(found))
+                    self.fail("account is required: the API token can see %d accounts" % len(found))
                 self._account_id = found[0].id
         return self._account_id
 

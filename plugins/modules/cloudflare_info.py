@@ -424,24 +424,7 @@ class Gatherer:
     # ------------------------------------------------------------------ account
     @property
     def account_id(self):
-        """Resolve ``account`` in one call at most (the base's pager asks for an extra empty page)."""
-        cf = self.cf
-        wanted = self.params.get("account")
-        if cf._account_id is None:
-            if wanted and ID_PATTERN.match(wanted):
-                cf._account_id = wanted
-            else:
-                kwargs = {"name": wanted} if wanted else {}
-                found = self.pages(cf.sdk.accounts.list, PER_PAGE["accounts"], **kwargs)
-                if wanted:
-                    found = [a for a in found if a.name == wanted]
-                if len(found) != 1:
-                    if wanted:
-                        cf.fail("account %r: %s" % (wanted, "not found (or the API token cannot see it)" if not found
-                                                    else "%d accounts have that name; give its id" % len(found)))
-                    cf.fail("account is required: the API token can see %d accounts" % len(found))
-                cf._account_id = found[0].id
-        return cf._account_id
+        return self.cf.account_id
 
     # ------------------------------------------------------------------ types
     def workers(self, aid):
