@@ -116,37 +116,8 @@ import re
 from ansible_collections.blackroad.infra.plugins.module_utils.cloudflare import CloudflareError, CloudflareModule, dict_diff
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 LIST_PER_PAGE = 10000  # the largest page the list endpoint allows
 FIELDS = ("uuid", "name", "created_at", "version", "jurisdiction")  # what both the list and the create return
-
-
-def account_id(cf):
-    """``account`` as an id, in one call at most.
-
-    The base's ``cf.account_id`` pages with the SDK, which always asks for one more (empty) page.
-    """
-    wanted = cf.params.get("account")
-    if wanted and ID_PATTERN.match(wanted):
-        return wanted
-    kwargs = {"name": wanted} if wanted else {}
-    found, page = [], 1
-    while True:
-        resp = cf.call(cf.sdk.accounts.list, page=page, per_page=50, **kwargs)
-        batch = list(resp.result or [])
-        found.extend(batch)
-        info = resp.result_info.to_dict() if getattr(resp, "result_info", None) is not None else {}
-        if not batch or page >= int(info.get("total_pages") or page):
-            break
-        page += 1
-    if wanted:
-        found = [a for a in found if a.name == wanted]
-    if len(found) != 1:
-        if wanted:
-            cf.fail("account %r: %s" % (wanted, "not found (or the API token cannot see it)" if not found
-                                        else "%d accounts have that name; give its id" % len(found)))
-        cf.fail("account is required: the API token can see %d accounts" % len(found))
-    return found[0].id
 
 
 def describe(db):
@@ -188,7 +159,7 @@ def main():
         cf.fail("name %r is not a valid D1 database name: use lower-case letters, digits, '-' and '_', "
                 "starting with a letter or digit" % (name,))
 
-    aid = account_id(cf)
+    aid = cf.account_id
     existing = find(cf, aid, name)
     before = describe(existing)
     changed = False
