@@ -155,6 +155,7 @@ EXAMPLES = r"""
         return_token: true
       no_log: true
       register: rotated
+      when: rotate_tunnel_secret | default(false) | bool   # always a change: run on demand only
 
     - name: Remove the tunnel
       blackroad.infra.cloudflare_tunnel:

@@ -223,14 +223,9 @@ EXAMPLES = r"""
           - {pattern: "example.com/api/*", zone: example.com}
         domains:
           - {hostname: edge.example.com, zone: example.com}
-
-    - name: Rotate the API key (re-sends every secret)
-      blackroad.infra.cloudflare_worker:
-        name: edge-router
-        files: ["{{ playbook_dir }}/files/edge/index.js"]
-        bindings:
-          - {type: secret_text, name: API_KEY, text: "{{ vault_edge_api_key_new }}"}
-        secrets_update: always
+        # To rotate API_KEY: change vault_edge_api_key, then run once with -e rotate_secrets=true
+        # ("always" re-sends every secret and always reports a change)
+        secrets_update: "{{ 'always' if rotate_secrets | default(false) | bool else 'on_create' }}"
 
     - name: Remove the worker, its routes and custom domains
       blackroad.infra.cloudflare_worker:
