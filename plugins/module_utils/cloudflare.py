@@ -309,15 +309,20 @@ class CloudflareModule:
         """All items of a list endpoint, each page fetched with retries.
 
         The SDK asks for pages until one comes back empty; the envelope's
-        result_info says when the last page has been read, which saves a call.
+        result_info (or a short page) says when the last page has been read,
+        which saves that call.
         """
         page = self.call(func, *args, **kwargs)
         items = list(page.result if hasattr(page, "result") else page)
         while True:
+            got = len(page.result if hasattr(page, "result") else page)
             info = getattr(page, "result_info", None)
             total_pages = getattr(info, "total_pages", None)
+            total_count = getattr(info, "total_count", None)
             number = getattr(info, "page", None)
-            if total_pages is not None and number is not None and number >= total_pages:
+            per_page = getattr(info, "per_page", None) or kwargs.get("per_page")
+            if (got == 0 or (total_pages is not None and number is not None and number >= total_pages)
+                    or (total_count is not None and len(items) >= total_count) or (per_page and got < per_page)):
                 break
             if not page.has_next_page():
                 break

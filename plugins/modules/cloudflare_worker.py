@@ -539,23 +539,6 @@ def read_settings(cf, account_id, name):
     return (envelope.get("result") if isinstance(envelope, dict) else None) or {}
 
 
-def list_all(cf, func, **kwargs):
-    """All items of a page-numbered list, without the SDK's extra request for an empty last page."""
-    page = cf.call(func, **kwargs)
-    items = list(getattr(page, "result", None) or [])
-    number = 1
-    while True:
-        got = len(getattr(page, "result", None) or [])
-        info = getattr(page, "result_info", None)
-        total = getattr(info, "total_count", None)
-        per_page = getattr(info, "per_page", None) or kwargs.get("per_page")
-        if got == 0 or (total is not None and len(items) >= total) or (per_page and got < per_page):
-            return items
-        number += 1
-        page = cf.call(func, page=number, **kwargs)
-        items.extend(getattr(page, "result", None) or [])
-
-
 def get_or_none(cf, func, *args, **kwargs):
     """An idempotent call that answers None on 404 instead of failing."""
     try:
@@ -604,38 +587,35 @@ def read_content(cf, account_id, name, desired):
     return sorted(files, key=lambda f: f["name"]), entry
 
 
+# Bindings that may name their target instead of giving its id:
+# type -> (option with the name, option with the id, what it is, list call, name and id attributes).
+NAMED_TARGETS = {
+    "kv_namespace": ("namespace", "namespace_id", "KV namespace titled", lambda sdk: sdk.kv.namespaces.list, "title", "id"),
+    "d1": ("database", "database_id", "D1 database", lambda sdk: sdk.d1.database.list, "name", "uuid"),
+}
+
+
 def resolve_bindings(cf, account_id, bindings):
     """Fill namespace_id and database_id from titles and names (one list call each, when needed)."""
-    if any(b["type"] == "kv_namespace" and b.get("namespace") for b in bindings):
-        namespaces = list_all(cf, cf.sdk.kv.namespaces.list, account_id=account_id, per_page=100)
-        titles = {}
-        for ns in namespaces:
-            titles.setdefault(ns.title, []).append(ns.id)
-        for b in bindings:
-            if b["type"] == "kv_namespace" and b.get("namespace"):
-                found = titles.get(b["namespace"], [])
-                if not found and cf.check_mode:
-                    # Made by an earlier task of the same play: its id is not
-                    # known yet, and the upload is predicted all the same.
-                    cf.module.warn("bindings %s: KV namespace %r does not exist yet" % (b["name"], b["namespace"]))
-                    b["namespace_id"] = "(to be created: %s)" % b["namespace"]
-                    continue
-                if len(found) != 1:
-                    cf.fail("bindings %s: KV namespace titled %r %s" % (
-                        b["name"], b["namespace"], "not found" if not found else "is not unique; give namespace_id"))
-                b["namespace_id"] = found[0]
-    if any(b["type"] == "d1" and b.get("database") for b in bindings):
-        databases = list_all(cf, cf.sdk.d1.database.list, account_id=account_id, per_page=100)
-        names = {}
-        for db in databases:
-            names.setdefault(db.name, []).append(db.uuid)
-        for b in bindings:
-            if b["type"] == "d1" and b.get("database"):
-                found = names.get(b["database"], [])
-                if len(found) != 1:
-                    cf.fail("bindings %s: D1 database %r %s" % (
-                        b["name"], b["database"], "not found" if not found else "is not unique; give database_id"))
-                b["database_id"] = found[0]
+    for kind, (ref, id_field, what, lister, name_attr, id_attr) in NAMED_TARGETS.items():
+        named = [b for b in bindings if b["type"] == kind and b.get(ref)]
+        if not named:
+            continue
+        ids = {}
+        for item in cf.paged(lister(cf.sdk), account_id=account_id, per_page=100):
+            ids.setdefault(getattr(item, name_attr), []).append(getattr(item, id_attr))
+        for b in named:
+            found = ids.get(b[ref], [])
+            if not found and cf.check_mode:
+                # Made by an earlier task of the same play: its id is not
+                # known yet, and the upload is predicted all the same.
+                cf.module.warn("bindings %s: %s %r does not exist yet" % (b["name"], what, b[ref]))
+                b[id_field] = "(to be created: %s)" % b[ref]
+                continue
+            if len(found) != 1:
+                cf.fail("bindings %s: %s %r %s" % (
+                    b["name"], what, b[ref], "not found" if not found else "is not unique; give " + id_field))
+            b[id_field] = found[0]
 
 
 def show_binding(b):
@@ -672,7 +652,7 @@ class Zones:
 
     def __init__(self, cf, account_id):
         self.cf = cf
-        zones = list_all(cf, cf.sdk.zones.list, account={"id": account_id}, per_page=50)
+        zones = cf.paged(cf.sdk.zones.list, account={"id": account_id}, per_page=50)
         self.by_id = dict((z.id, z.name) for z in zones)
         self.by_name = dict((z.name, z.id) for z in zones)
 
