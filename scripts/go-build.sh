@@ -43,8 +43,13 @@ cd "$work"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local
 go mod init blackroad.local/build/"$name" >/dev/null 2>&1
 
-upstream_mod=$(go mod download -json "$module@v$version" |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+upstream=$(go mod download -json "$module@v$version")
+upstream_mod=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])' <<<"$upstream")
+upstream_dir=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])' <<<"$upstream")
+# Upstream's go.sum pins the hashes its own build verified; without it the go
+# command asks the checksum database for every dependency, and that database
+# does not know some pseudo-versions (headscale's tailsql).
+if [ -f "$upstream_dir/go.sum" ]; then cp "$upstream_dir/go.sum" go.sum; chmod u+w go.sum; fi
 # A replace that points at a local directory cannot be honoured outside
 # upstream's tree: go_mod_replaces.py fails loudly on one.
 python3 "$here/go_mod_replaces.py" "$upstream_mod" >>go.mod
