@@ -146,8 +146,10 @@ notes:
   - Supports diff mode - shows the settings before and after (never the key).
 attributes:
   check_mode:
+    description: Predicts the change from the node's state; runs nothing that writes.
     support: full
   diff_mode:
+    description: Shows the node's settings, login server and tags before and after.
     support: full
 """
 

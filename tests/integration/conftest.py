@@ -145,3 +145,27 @@ def cf_emulator():
     if leftover:
         pytest.fail("Cloudflare emulator recorded contract violations:\n"
                     + json.dumps(leftover, indent=2)[:4000], pytrace=False)
+
+
+# -- headscale ----------------------------------------------------------------------------
+# A real headscale control server (tests/integration/headscale.py), one per session:
+# start-up builds the pinned binary once (cached) and takes about a second after that.
+
+@pytest.fixture(scope="session")
+def headscale():
+    """Running headscale 0.28: ``.url``, ``.api_key``, ``.cli(*args)``,
+    ``.create_node(name, user, tags=None)``, ``.config_path``, ``.binary``.
+
+    Policy mode is "database" and starts as :func:`headscale.baseline_policy`
+    (every fleet tag declared); a test that replaces the policy or adds nodes
+    should call ``reset_policy()`` / ``delete_all_nodes()`` when done.
+    """
+    from headscale import HeadscaleError, start_headscale, stop_headscale  # pylint: disable=import-outside-toplevel
+    try:
+        server = start_headscale()
+    except HeadscaleError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        stop_headscale(server)

@@ -1,6 +1,6 @@
 """Every example in the docs runs against the emulator, and a second run reports changed=0.
 
-The examples are each ```yaml block of docs/modules/*.md and the EXAMPLES string of each
+The examples are each ```yaml block of docs/modules/cloudflare_*.md and the EXAMPLES string of each
 plugins/modules/cloudflare_*.py (what ``ansible-doc`` shows). A block that is a play runs as
 it is; a block that is a list of tasks is wrapped in a play on localhost. What the examples
 reference is supplied generically: one seed with the accounts, zones, namespaces, databases,
@@ -120,7 +120,7 @@ def extra_vars(token):
 
 
 def _doc_blocks():
-    for path in sorted((REPO / "docs" / "modules").glob("*.md")):
+    for path in sorted((REPO / "docs" / "modules").glob("cloudflare_*.md")):
         blocks = re.findall(r"```yaml\n(.*?)```", path.read_text(), re.S)
         for index, block in enumerate(blocks):
             yield pytest.param(block, id="docs/modules/%s-%d" % (path.name, index))
