@@ -17,11 +17,11 @@ lab: setup lab-up
 	ansible-playbook playbooks/site.yml
 
 lab-up: setup
-	ansible-playbook playbooks/lab.yml
+	ansible-playbook -i inventory/lab/hosts.yml playbooks/lab.yml
 	scripts/cloudflare-emulator.sh start
 
 lab-down: setup
-	ansible-playbook playbooks/lab.yml -e lab_state=absent
+	ansible-playbook -i inventory/lab/hosts.yml playbooks/lab.yml -e lab_state=absent
 	scripts/cloudflare-emulator.sh stop
 
 setup:

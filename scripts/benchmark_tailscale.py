@@ -212,9 +212,9 @@ def static_inventory(path, devices):
         if device["isExternal"]:
             continue
         name = device["name"]
-        hosts[name] = {"ansible_host": device["addresses"][0], "tailscale_id": device["id"],
-                       "tailscale_tags": device["tags"], "tailscale_online": device["connectedToControl"],
-                       "tailscale_os": device["os"], "tailscale_ipv6": device["addresses"][1]}
+        hosts[name] = {"ansible_host": device["addresses"][0], "tailnet_id": device["id"],
+                       "tailnet_tags": device["tags"], "tailnet_online": device["connectedToControl"],
+                       "tailnet_os": device["os"], "tailnet_ipv6": device["addresses"][1]}
         names = [t[4:].replace("-", "_") for t in device["tags"]]
         names += ["online" if device["connectedToControl"] else "offline", "os_" + device["os"].lower()]
         for group in names:

@@ -198,11 +198,11 @@ options:
     type: bool
     default: true
 notes:
-  - Host variables are prefixed C(tailscale_), among them C(tailscale_id), C(tailscale_node_id),
-    C(tailscale_ipv4), C(tailscale_ipv6), C(tailscale_addresses), C(tailscale_dns_name),
-    C(tailscale_machine_name), C(tailscale_hostname), C(tailscale_tags), C(tailscale_online),
-    C(tailscale_os), C(tailscale_user), C(tailscale_last_seen), C(tailscale_ephemeral),
-    C(tailscale_external), C(tailscale_client_version) and C(tailscale_source). A field the source does not
+  - Host variables are prefixed C(tailnet_), among them C(tailnet_id), C(tailnet_node_id),
+    C(tailnet_ipv4), C(tailnet_ipv6), C(tailnet_addresses), C(tailnet_dns_name),
+    C(tailnet_machine_name), C(tailnet_hostname), C(tailnet_tags), C(tailnet_online),
+    C(tailnet_os), C(tailnet_user), C(tailnet_last_seen), C(tailnet_ephemeral),
+    C(tailnet_external), C(tailnet_client_version) and C(tailnet_source). The prefix is not C(tailscale_) on purpose - the tailscale role takes C(tailscale_tags) and C(tailscale_hostname) as input, and inventory variables would override the values a user sets in group_vars. A field the source does not
     report is null (headscale reports no OS or client version; the local client does not say which
     devices are ephemeral).
   - Failures are phrased for the user. A bad key reports HTTP 401, a wrong tailnet HTTP 404, an unreachable
@@ -236,7 +236,7 @@ api_key_file: ~/.config/headscale/api_key
 base_domain: tail.example.com
 host_key: machine_name
 keyed_groups:
-  - key: tailscale_user
+  - key: tailnet_user
     prefix: user
 
 # local.tailscale.yml: what the controller's own tailscale client sees (no credentials).
@@ -245,9 +245,9 @@ source: local
 include_offline: false
 ansible_host_source: magicdns
 compose:
-  ansible_user: "'pi' if 'pi' in tailscale_tags | map('replace', 'tag:', '') else 'admin'"
+  ansible_user: "'pi' if 'pi' in tailnet_tags | map('replace', 'tag:', '') else 'admin'"
 groups:
-  raspberry_pis: "'tag:pi' in tailscale_tags"
+  raspberry_pis: "'tag:pi' in tailnet_tags"
 """
 
 import json
@@ -564,15 +564,15 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         return device["ipv4"] or device["ipv6"]
 
     def _hostvars(self, device, source):
-        hostvars = dict(("tailscale_" + name, device.get(name)) for name in (
+        hostvars = dict(("tailnet_" + name, device.get(name)) for name in (
             "id", "node_id", "hostname", "dns_name", "machine_name", "addresses", "ipv4", "ipv6", "tags",
             "online", "os", "user", "last_seen", "created", "ephemeral", "external", "client_version",
             "key_expiry"))
         for name in ("authorized", "update_available", "advertised_routes", "enabled_routes", "invalid_tags",
                      "self"):
             if name in device:
-                hostvars["tailscale_" + name] = device[name]
-        hostvars["tailscale_source"] = source
+                hostvars["tailnet_" + name] = device[name]
+        hostvars["tailnet_source"] = source
         ansible_host = self._ansible_host(device)
         if ansible_host:
             hostvars["ansible_host"] = ansible_host

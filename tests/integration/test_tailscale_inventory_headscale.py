@@ -151,15 +151,15 @@ def test_fleet_hostvars(fleet, headscale, tmp_path):
     host = data["_meta"]["hostvars"]["pi5-alpha." + BASE_DOMAIN]
     node = nodes["pi5-alpha"]
     ipv4 = next(a for a in node["ipAddresses"] if ":" not in a)
-    assert host["ansible_host"] == host["tailscale_ipv4"] == ipv4
-    assert host["tailscale_id"] == str(node["id"])
-    assert host["tailscale_dns_name"] == "pi5-alpha." + BASE_DOMAIN
-    assert sorted(host["tailscale_tags"]) == ["tag:agent-pool", "tag:api-gateway"]
-    assert host["tailscale_online"] is False and host["tailscale_source"] == "headscale"
-    assert host["tailscale_user"] == "tagged-devices"
+    assert host["ansible_host"] == host["tailnet_ipv4"] == ipv4
+    assert host["tailnet_id"] == str(node["id"])
+    assert host["tailnet_dns_name"] == "pi5-alpha." + BASE_DOMAIN
+    assert sorted(host["tailnet_tags"]) == ["tag:agent-pool", "tag:api-gateway"]
+    assert host["tailnet_online"] is False and host["tailnet_source"] == "headscale"
+    assert host["tailnet_user"] == "tagged-devices"
     runner = data["_meta"]["hostvars"]["ci-runner." + BASE_DOMAIN]
-    assert runner["tailscale_online"] is True and runner["tailscale_tags"] == ["tag:controller"]
-    assert runner["tailscale_ipv6"].startswith("fd7a:115c:a1e0:")
+    assert runner["tailnet_online"] is True and runner["tailnet_tags"] == ["tag:controller"]
+    assert runner["tailnet_ipv6"].startswith("fd7a:115c:a1e0:")
 
 
 def test_graph_and_the_key_stays_secret(fleet, headscale, tmp_path):
@@ -203,6 +203,6 @@ def test_local_source_reads_the_real_client(fleet, tmp_path):
     assert members(data, "all") == set(FLEET) | {"ci-runner"}
     assert members(data, "controller") == {"ci-runner"}
     assert members(data, "agent_pool") == {"pi5-alpha", "pi5-beta"}
-    assert data["_meta"]["hostvars"]["ci-runner"]["tailscale_self"] is True
+    assert data["_meta"]["hostvars"]["ci-runner"]["tailnet_self"] is True
     assert members(data, "online") >= {"ci-runner"}
     assert members(data, "os_linux") >= {"ci-runner"}

@@ -8,10 +8,28 @@ import pathlib
 import subprocess
 
 import pytest
+import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 FLEET = {"pi5-alpha", "pi5-beta", "pi5-gamma", "pi400-delta", "pi0-epsilon", "jetson-prime", "droplet-failover"}
-LAB = ["-e", "lab_container_prefix=blackroad-labtest-", "-e", "lab_network=blackroad-labtest"]
+PREFIX = "blackroad-labtest-"
+HEADSCALE_PORT = 18081
+# The lab's own inventory, pointed at this lab: hosts.yml as it is, and the
+# tailnet source (inventory/lab/tailnet.tailscale.yml) aimed at this lab's
+# headscale and containers.
+TAILNET_SOURCE = REPO / ".cache" / "blackroad-labtest" / "tailnet.tailscale.yml"
+LAB = ["-e", f"lab_container_prefix={PREFIX}", "-e", "lab_network=blackroad-labtest",
+       "-e", f"lab_headscale_port={HEADSCALE_PORT}",
+       "-i", str(REPO / "inventory" / "lab" / "hosts.yml"), "-i", str(TAILNET_SOURCE)]
+
+
+def write_tailnet_source():
+    config = yaml.safe_load((REPO / "inventory" / "lab" / "tailnet.tailscale.yml").read_text())
+    config["api_base_url"] = f"http://127.0.0.1:{HEADSCALE_PORT}"
+    config["api_key_file"] = str(REPO / ".cache" / "blackroad-labtest" / "headscale" / "api-key")
+    config["compose"]["ansible_host"] = config["compose"]["ansible_host"].replace("blackroad-lab-", PREFIX)
+    TAILNET_SOURCE.parent.mkdir(parents=True, exist_ok=True)
+    TAILNET_SOURCE.write_text(yaml.safe_dump(config))
 
 
 def playbook(*args):
@@ -30,6 +48,7 @@ def playbook(*args):
 
 @pytest.fixture(scope="module")
 def fresh_lab():
+    write_tailnet_source()
     playbook("playbooks/lab.yml", "-e", "lab_state=absent")
     playbook("playbooks/lab.yml")
     yield
@@ -59,8 +78,44 @@ def test_lab_converges_then_stays_converged(fresh_lab):
     assert playbook("playbooks/lab.yml")["localhost"]["changed"] == 0
 
 
+def test_inventory_comes_from_the_tailnet(fresh_lab):
+    """Every host joined headscale; the tailnet source alone gives the design's groups."""
+    expected = {"agent_pool": {"pi5-alpha", "pi5-beta"}, "api_gateway": {"pi5-alpha"}, "database": {"pi5-gamma"},
+                "monitoring": {"pi400-delta"}, "health": {"pi0-epsilon"}, "llm": {"jetson-prime"},
+                "failover": {"droplet-failover"}, "docker_hosts": {"pi5-alpha", "pi5-beta"}, "online": FLEET}
+    out = subprocess.run(["ansible-inventory", "-i", str(TAILNET_SOURCE), "--list"], cwd=REPO,
+                         capture_output=True, text=True, check=True)
+    inventory = json.loads(out.stdout)
+    assert {group: set(inventory.get(group, {}).get("hosts", [])) for group in expected} == expected, out.stderr
+
+
+def tailnet_ipv4(host):
+    return lab_exec(host, "tailscale", "ip", "-4").stdout.strip()
+
+
+def test_tailnet_policy_is_enforced(fresh_lab):
+    """Only hosts the default policy names reach the LLM port (agents yes, the failover droplet no)."""
+    llm = tailnet_ipv4("jetson-prime")
+    assert llm.startswith("100."), llm
+    server = subprocess.Popen(["docker", "exec", f"{PREFIX}jetson-prime", "python3", "-m", "http.server", "8080",
+                               "--bind", llm], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://{llm}:8080/"
+        allowed = ""
+        for _attempt in range(30):
+            allowed = lab_exec("pi5-alpha", "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-m", "3", url).stdout
+            if allowed == "200":
+                break
+        assert allowed == "200", "an agent host cannot reach the LLM port over the tailnet"
+        denied = lab_exec("droplet-failover", "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5", url)
+        assert denied.returncode != 0 and denied.stdout in ("", "000"), "the failover droplet reached the LLM port"
+    finally:
+        server.kill()
+        lab_exec("jetson-prime", "pkill", "-f", "http.server 8080")
+
+
 def lab_exec(host, *command):
-    return subprocess.run(["docker", "exec", f"blackroad-labtest-{host}", *command],
+    return subprocess.run(["docker", "exec", f"{PREFIX}{host}", *command],
                           capture_output=True, text=True, check=False)
 
 

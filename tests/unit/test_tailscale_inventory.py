@@ -183,17 +183,17 @@ def test_reference_devices_become_hosts_groups_and_hostvars(control, tmp_path):
     assert run.hosts("os_linux") == REF_HOSTS - {"admin-macbook.tail1a2b3c.ts.net"}
     host = run.hostvars["rpi5-02.tail1a2b3c.ts.net"]
     assert host["ansible_host"] == "100.88.201.7"
-    assert host["tailscale_id"] == "5081763390565678" and host["tailscale_node_id"] == "nR4tYp9CNTRL"
-    assert host["tailscale_ipv6"] == "fd7a:115c:a1e0::2d01:c907"
-    assert host["tailscale_dns_name"] == "rpi5-02.tail1a2b3c.ts.net"
-    assert host["tailscale_hostname"] == "rpi5-02" and host["tailscale_machine_name"] == "rpi5-02"
-    assert host["tailscale_tags"] == ["tag:homelab", "tag:pi"]
-    assert host["tailscale_online"] is False and host["tailscale_last_seen"] == "2026-08-20T03:12:44Z"
-    assert host["tailscale_os"] == "linux" and host["tailscale_user"] == "admin@example.com"
-    assert host["tailscale_ephemeral"] is False and host["tailscale_external"] is False
-    assert host["tailscale_client_version"] == "1.102.3-t0a1b2c3d4-g5e6f7a8b9"
-    assert host["tailscale_source"] == "tailscale"
-    assert run.hostvars["admin-macbook.tail1a2b3c.ts.net"]["tailscale_key_expiry"] == "2026-07-14T20:11:02Z"
+    assert host["tailnet_id"] == "5081763390565678" and host["tailnet_node_id"] == "nR4tYp9CNTRL"
+    assert host["tailnet_ipv6"] == "fd7a:115c:a1e0::2d01:c907"
+    assert host["tailnet_dns_name"] == "rpi5-02.tail1a2b3c.ts.net"
+    assert host["tailnet_hostname"] == "rpi5-02" and host["tailnet_machine_name"] == "rpi5-02"
+    assert host["tailnet_tags"] == ["tag:homelab", "tag:pi"]
+    assert host["tailnet_online"] is False and host["tailnet_last_seen"] == "2026-08-20T03:12:44Z"
+    assert host["tailnet_os"] == "linux" and host["tailnet_user"] == "admin@example.com"
+    assert host["tailnet_ephemeral"] is False and host["tailnet_external"] is False
+    assert host["tailnet_client_version"] == "1.102.3-t0a1b2c3d4-g5e6f7a8b9"
+    assert host["tailnet_source"] == "tailscale"
+    assert run.hostvars["admin-macbook.tail1a2b3c.ts.net"]["tailnet_key_expiry"] == "2026-07-14T20:11:02Z"
     request = control.requests_to("/api/v2/tailnet/-/devices")[0]
     assert request["query"] == "fields=all"
     assert all(secret not in run.output for secret in SECRETS)
@@ -208,8 +208,8 @@ def test_filters(control, tmp_path):
                            "admin-macbook.tail1a2b3c.ts.net"}
     # hello.ts.net is external and offline: include_external alone is not enough here.
     run = inventory(tmp_path, api(control, include_external=True), env=KEY_ENV)
-    assert "hello.ts.net" in run.hosts() and run.hostvars["hello.ts.net"]["tailscale_external"] is True
-    assert run.hostvars["rpi5-01.tail1a2b3c.ts.net"]["tailscale_ephemeral"] is True
+    assert "hello.ts.net" in run.hosts() and run.hostvars["hello.ts.net"]["tailnet_external"] is True
+    assert run.hostvars["rpi5-01.tail1a2b3c.ts.net"]["tailnet_ephemeral"] is True
 
 
 def test_tag_groups_are_configurable(control, tmp_path):
@@ -238,7 +238,7 @@ def test_ipv6_falls_back_to_ipv4_for_a_v4_only_device(control, tmp_path):
     control.devices[0]["addresses"] = ["100.101.12.34"]
     run = inventory(tmp_path, api(control, ansible_host_source="ipv6", host_key="machine_name"), env=KEY_ENV)
     assert run.hostvars["rpi5-01"]["ansible_host"] == "100.101.12.34"
-    assert run.hostvars["rpi5-01"]["tailscale_ipv6"] is None
+    assert run.hostvars["rpi5-01"]["tailnet_ipv6"] is None
 
 
 def test_host_key_choices(control, tmp_path):
@@ -259,7 +259,7 @@ def test_colliding_devices_are_both_kept_with_a_loud_warning(control, tmp_path):
     run = inventory(tmp_path, api(control, host_key="hostname"), env=KEY_ENV)
     assert run.rc == 0, run.stderr
     assert {"rpi5-01", "rpi5-01_nTWIN99CNTRL"} <= run.hosts()
-    assert run.hostvars["rpi5-01"]["tailscale_node_id"] == "nQ7bXk2CNTRL"
+    assert run.hostvars["rpi5-01"]["tailnet_node_id"] == "nQ7bXk2CNTRL"
     assert run.hostvars["rpi5-01_nTWIN99CNTRL"]["ansible_host"] == "100.101.99.99"
     warning = " ".join(run.stderr.split())
     assert "[WARNING]" in run.stderr and "nQ7bXk2CNTRL" in warning and "nTWIN99CNTRL" in warning
@@ -275,12 +275,12 @@ def test_names_differing_only_in_case_collide(control, tmp_path):
 
 
 def test_constructable_options(control, tmp_path):
-    config = api(control, host_key="machine_name", compose={"ansible_user": "'pi' if 'tag:pi' in tailscale_tags "
+    config = api(control, host_key="machine_name", compose={"ansible_user": "'pi' if 'tag:pi' in tailnet_tags "
                                                                             "else 'admin'",
-                                                            "ansible_host": "tailscale_dns_name",
+                                                            "ansible_host": "tailnet_dns_name",
                                                             "container": "'lab-' ~ inventory_hostname"},
-                 groups={"needs_update": "tailscale_update_available"},
-                 keyed_groups=[{"key": "tailscale_client_version.split('-')[0]", "prefix": "client"}])
+                 groups={"needs_update": "tailnet_update_available"},
+                 keyed_groups=[{"key": "tailnet_client_version.split('-')[0]", "prefix": "client"}])
     run = inventory(tmp_path, config, env=KEY_ENV)
     assert run.rc == 0, run.stderr
     assert run.hostvars["rpi5-01"]["ansible_user"] == "pi"
@@ -409,11 +409,11 @@ def test_headscale_028_tags(control, tmp_path):
     assert run.hosts("database") == run.hosts("offline") == {"pi5-gamma.tailnet.test"}
     assert run.hosts("online") == {"pi5-alpha.tailnet.test", "laptop.tailnet.test"}
     alpha = run.hostvars["pi5-alpha.tailnet.test"]
-    assert alpha["ansible_host"] == "100.64.0.1" and alpha["tailscale_id"] == "1"
-    assert alpha["tailscale_dns_name"] == "pi5-alpha.tailnet.test" and alpha["tailscale_os"] is None
-    assert alpha["tailscale_user"] == "tagged-devices" and alpha["tailscale_key_expiry"] is None
-    assert run.hostvars["laptop.tailnet.test"]["tailscale_ephemeral"] is True
-    assert run.hostvars["laptop.tailnet.test"]["tailscale_user"] == "alice"
+    assert alpha["ansible_host"] == "100.64.0.1" and alpha["tailnet_id"] == "1"
+    assert alpha["tailnet_dns_name"] == "pi5-alpha.tailnet.test" and alpha["tailnet_os"] is None
+    assert alpha["tailnet_user"] == "tagged-devices" and alpha["tailnet_key_expiry"] is None
+    assert run.hostvars["laptop.tailnet.test"]["tailnet_ephemeral"] is True
+    assert run.hostvars["laptop.tailnet.test"]["tailnet_user"] == "alice"
     assert control.requests[0]["authorization"] == "Bearer " + HEADSCALE_KEY
     assert control.requests[0]["path"] == "/api/v1/node"
     without_ephemeral = inventory(tmp_path, headscale_config(control, include_ephemeral=False,
@@ -432,8 +432,8 @@ def test_headscale_027_tag_fields(control, tmp_path):
     assert run.hosts("api_gateway") == {"pi5-alpha"}
     assert "database" not in run.groups()  # a tag the policy refused is not the node's
     alpha = run.hostvars["pi5-alpha"]
-    assert alpha["tailscale_tags"] == ["tag:agent-pool", "tag:api-gateway"]
-    assert alpha["tailscale_invalid_tags"] == ["tag:database"]
+    assert alpha["tailnet_tags"] == ["tag:agent-pool", "tag:api-gateway"]
+    assert alpha["tailnet_invalid_tags"] == ["tag:database"]
 
 
 def test_headscale_needs_its_url_and_a_valid_key(control, tmp_path):
@@ -481,18 +481,18 @@ def test_local_status_self_and_peers(fake_tailscale, tmp_path):
     assert run.hosts() == {"ci-runner", "pi5-alpha", "pi5-gamma"}
     assert run.hosts("controller") == {"ci-runner"} and run.hosts("offline") == {"pi5-gamma"}
     assert run.hosts("agent_pool") == {"pi5-alpha"}
-    assert run.hostvars["ci-runner"]["tailscale_self"] is True
-    assert run.hostvars["pi5-alpha"]["tailscale_dns_name"] == "pi5-alpha.tailnet.test"
-    assert run.hostvars["pi5-alpha"]["tailscale_user"] == "tagged-devices"
-    assert run.hostvars["pi5-alpha"]["tailscale_ephemeral"] is None
-    assert run.hostvars["pi5-gamma"]["tailscale_last_seen"] == "2026-11-26T23:00:00Z"
-    assert run.hostvars["ci-runner"]["tailscale_last_seen"] is None
+    assert run.hostvars["ci-runner"]["tailnet_self"] is True
+    assert run.hostvars["pi5-alpha"]["tailnet_dns_name"] == "pi5-alpha.tailnet.test"
+    assert run.hostvars["pi5-alpha"]["tailnet_user"] == "tagged-devices"
+    assert run.hostvars["pi5-alpha"]["tailnet_ephemeral"] is None
+    assert run.hostvars["pi5-gamma"]["tailnet_last_seen"] == "2026-11-26T23:00:00Z"
+    assert run.hostvars["ci-runner"]["tailnet_last_seen"] is None
     argv = json.loads((tmp_path / "argv.json").read_text())
     assert argv == ["--socket=/run/test/tailscaled.sock", "status", "--json"]
     run = inventory(tmp_path, {"source": "local", "tailscale_binary": str(fake_tailscale), "include_self": False,
                                "include_external": True})
     assert run.hosts() == {"pi5-alpha.tailnet.test", "pi5-gamma.tailnet.test", "friend.other.ts.net"}
-    assert run.hostvars["friend.other.ts.net"]["tailscale_user"] == "friend@example.com"
+    assert run.hostvars["friend.other.ts.net"]["tailnet_user"] == "friend@example.com"
 
 
 def test_local_errors(fake_tailscale, tmp_path):
@@ -535,11 +535,11 @@ def test_status_without_peers():
 def test_device_data_is_never_templated(control, tmp_path):
     control.devices[0]["hostname"] = "{{ 6 * 7 }}"
     control.devices[0]["tags"] = ["tag:{{ lookup('env', 'HOME') }}"]
-    run = inventory(tmp_path, api(control, host_key="id", compose={"label": "tailscale_hostname ~ '!'"}), env=KEY_ENV)
+    run = inventory(tmp_path, api(control, host_key="id", compose={"label": "tailnet_hostname ~ '!'"}), env=KEY_ENV)
     assert run.rc == 0, run.stderr
     host = run.hostvars["nQ7bXk2CNTRL"]
-    assert host["tailscale_hostname"] == "{{ 6 * 7 }}" and host["label"] == "{{ 6 * 7 }}!"
-    assert host["tailscale_tags"] == ["tag:{{ lookup('env', 'HOME') }}"]
+    assert host["tailnet_hostname"] == "{{ 6 * 7 }}" and host["label"] == "{{ 6 * 7 }}!"
+    assert host["tailnet_tags"] == ["tag:{{ lookup('env', 'HOME') }}"]
 
 
 def test_each_source_prefers_its_own_key_variable(control, tmp_path):
