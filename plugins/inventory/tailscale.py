@@ -202,7 +202,9 @@ notes:
     C(tailnet_ipv4), C(tailnet_ipv6), C(tailnet_addresses), C(tailnet_dns_name),
     C(tailnet_machine_name), C(tailnet_hostname), C(tailnet_tags), C(tailnet_online),
     C(tailnet_os), C(tailnet_user), C(tailnet_last_seen), C(tailnet_ephemeral),
-    C(tailnet_external), C(tailnet_client_version) and C(tailnet_source). The prefix is not C(tailscale_) on purpose - the tailscale role takes C(tailscale_tags) and C(tailscale_hostname) as input, and inventory variables would override the values a user sets in group_vars. A field the source does not
+    C(tailnet_external), C(tailnet_client_version) and C(tailnet_source). The prefix is not C(tailscale_) on purpose - the
+    tailscale role takes C(tailscale_tags) and C(tailscale_hostname) as input, and inventory variables
+    would override the values a user sets in group_vars. A field the source does not
     report is null (headscale reports no OS or client version; the local client does not say which
     devices are ephemeral).
   - Failures are phrased for the user. A bad key reports HTTP 401, a wrong tailnet HTTP 404, an unreachable
@@ -228,6 +230,7 @@ cache_plugin: ansible.builtin.jsonfile
 cache_connection: ~/.cache/blackroad/inventory
 cache_timeout: 600
 
+---
 # headscale.tailscale.yml: a headscale server; hosts named by their given names.
 plugin: blackroad.infra.tailscale
 source: headscale
@@ -239,6 +242,7 @@ keyed_groups:
   - key: tailnet_user
     prefix: user
 
+---
 # local.tailscale.yml: what the controller's own tailscale client sees (no credentials).
 plugin: blackroad.infra.tailscale
 source: local

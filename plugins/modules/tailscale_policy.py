@@ -186,7 +186,7 @@ EXAMPLES = r"""
         policy: "{{ lookup('ansible.builtin.file', 'files/tailnet-policy.hujson') }}"
         expected_etag: "{{ preview.etag }}"
 
-- name: headscale with its policy in a file
+- name: A headscale server with its policy in a file
   hosts: headscale
   tasks:
     - name: Write the policy file and reload headscale
