@@ -28,7 +28,7 @@ def test_tarball_installs_and_its_roles_and_playbooks_load(tmp_path):
     run(["ansible-galaxy", "collection", "install", "--offline", "--no-deps", "-p", str(installed), str(tarball)],
         env=env, cwd=tmp_path)
     assert (installed / "ansible_collections" / "blackroad" / "infra" / "MANIFEST.json").is_file()
-    for role in ("docker", "common"):
+    for role in sorted(path.name for path in (REPO / "roles").iterdir()):
         doc = run(["ansible-doc", "-t", "role", f"blackroad.infra.{role}"], env=env, cwd=tmp_path).stdout
         assert str(installed) in doc
         assert "Options" in doc
@@ -40,5 +40,7 @@ def test_tarball_installs_and_its_roles_and_playbooks_load(tmp_path):
         assert "EXAMPLES" in doc and "RETURN VALUES" in doc
     doc = run(["ansible-doc", "-t", "filter", "blackroad.infra.cloudflare_plan"], env=env, cwd=tmp_path).stdout
     assert "desired" in doc
+    doc = run(["ansible-doc", "-t", "inventory", "blackroad.infra.tailscale"], env=env, cwd=tmp_path).stdout
+    assert str(installed) in doc and "host_key" in doc
     syntax = run(["ansible-playbook", "--syntax-check", "-i", "localhost,", "blackroad.infra.site"], env=env, cwd=tmp_path)
     assert f"playbook: {installed}/ansible_collections/blackroad/infra/playbooks/site.yml" in syntax.stdout
