@@ -17,29 +17,18 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTIONS = REPO / ".cache" / "collections"
 
-FLEET = {
-    "pi5-alpha": ["tag:agent-pool", "tag:api-gateway"],
-    "pi5-beta": ["tag:agent-pool"],
-    "pi5-gamma": ["tag:database"],
-    "pi400-delta": ["tag:monitoring"],
-    "pi0-epsilon": ["tag:health"],
-    "jetson-prime": ["tag:llm"],
-    "droplet-failover": ["tag:failover"],
-}
-EXPECTED_GROUPS = {
-    "agent_pool": {"pi5-alpha", "pi5-beta"},
-    "api_gateway": {"pi5-alpha"},
-    "database": {"pi5-gamma"},
-    "monitoring": {"pi400-delta"},
-    "health": {"pi0-epsilon"},
-    "llm": {"jetson-prime"},
-    "failover": {"droplet-failover"},
-    "controller": {"ci-runner"},
-}
+# The lab's hosts with their tags, and the groups the design expects of them, plus a
+# controller tagged tag:controller (joined below).
+FLEET = {name: variables["tailscale_tags"] for name, variables in yaml.safe_load(
+    (REPO / "inventory/lab/hosts.yml").read_text())["all"]["children"]["lab_fleet"]["hosts"].items()}
+EXPECTED_GROUPS = {group: set(hosts) for group, hosts in yaml.safe_load(
+    (REPO / "tests/fixtures/fleet_groups.yml").read_text()).items() if group != "docker_hosts"}
+EXPECTED_GROUPS["controller"] = {"ci-runner"}
 
 
 def go_binary(name, version="1.94.1"):

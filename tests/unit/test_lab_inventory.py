@@ -11,21 +11,14 @@ import pathlib
 import subprocess
 
 import pytest
+import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 # The design's groups, as the plugin derives them from tags (tag:agent-pool ->
 # agent_pool) plus the lab config's constructed docker_hosts group.
-EXPECTED_GROUPS = {
-    "agent_pool": {"pi5-alpha", "pi5-beta"},
-    "api_gateway": {"pi5-alpha"},
-    "database": {"pi5-gamma"},
-    "monitoring": {"pi400-delta"},
-    "health": {"pi0-epsilon"},
-    "llm": {"jetson-prime"},
-    "failover": {"droplet-failover"},
-    "docker_hosts": {"pi5-alpha", "pi5-beta"},
-}
+EXPECTED_GROUPS = {group: set(hosts) for group, hosts in
+                   yaml.safe_load((REPO / "tests/fixtures/fleet_groups.yml").read_text()).items()}
 
 
 @pytest.fixture(scope="module")
