@@ -6,6 +6,7 @@
 #   3. the virtualenv from the pinned requirements (rebuilt when they change)
 #   4. the collection importable as blackroad.infra
 #   5. the local base image (rebuilt when its recipe changes)
+#   6. the Workers' npm packages (workerd among them), from workers/package-lock.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -73,6 +74,21 @@ collection_link() {
   [ "$(readlink "$link" 2>/dev/null)" = "$repo" ] || ln -sfn "$repo" "$link"
 }
 
+workers_packages() {
+  # The Workers are tested in workerd and the lab's edge runs in it; both come
+  # from npm, pinned by the lockfile. npm ci starts from an empty
+  # node_modules, so the stamp inside it goes when the packages do.
+  local stamp=workers/node_modules/.package-lock.sha256 want
+  command -v npm >/dev/null || { log "installing Node.js and npm"; apt_install nodejs npm; }
+  want=$(sha256sum workers/package-lock.json | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  log "installing the Workers' npm packages (workers/package-lock.json)"
+  (cd workers && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" >"$stamp"
+}
+
 command -v python3 >/dev/null || die "python3 (3.11 or newer) is needed"
 docker_engine
 command -v debootstrap >/dev/null || { log "installing debootstrap"; apt_install debootstrap; }
@@ -81,5 +97,6 @@ command -v shellcheck >/dev/null || { log "installing shellcheck"; apt_install s
 command -v git >/dev/null || { log "installing git"; apt_install git; }
 virtualenv
 collection_link
+workers_packages
 images/debian12-systemd/build.sh
 log "setup done"

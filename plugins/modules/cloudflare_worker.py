@@ -73,7 +73,7 @@ options:
         description: Kind of binding.
         type: str
         required: true
-        choices: [kv_namespace, plain_text, secret_text, d1, r2_bucket, service]
+        choices: [kv_namespace, plain_text, secret_text, d1, r2_bucket, service, ratelimit]
       name:
         description: Name of the binding, the variable name on C(env) in the Worker.
         type: str
@@ -81,7 +81,9 @@ options:
       namespace_id:
         description:
           - For V(kv_namespace), the id of the KV namespace.
-          - Give this or O(bindings[].namespace).
+            Give this or O(bindings[].namespace).
+          - For V(ratelimit), the rate limiter's namespace, a positive integer unique in the account
+            (Workers that give the same one share its counters).
         type: str
       namespace:
         description:
@@ -106,6 +108,12 @@ options:
       service:
         description: For V(service), the name of the Worker the binding calls.
         type: str
+      limit:
+        description: For V(ratelimit), how many requests a key may make per O(bindings[].period).
+        type: int
+      period:
+        description: For V(ratelimit), the window in seconds, V(10) or V(60).
+        type: int
       environment:
         description:
           - For V(service), the environment of that Worker. When not set it is not compared.
@@ -333,8 +341,10 @@ BINDING_FIELDS = {
     "d1": ("database_id",),
     "r2_bucket": ("bucket_name",),
     "service": ("service", "environment"),
+    "ratelimit": ("namespace_id", "simple"),
 }
-OPTION_FIELDS = ("namespace_id", "namespace", "text", "database_id", "database", "bucket_name", "service", "environment")
+OPTION_FIELDS = ("namespace_id", "namespace", "text", "database_id", "database", "bucket_name", "service", "environment",
+                 "limit", "period")
 ALLOWED_FIELDS = {
     "kv_namespace": ("namespace_id", "namespace"),
     "plain_text": ("text",),
@@ -342,6 +352,7 @@ ALLOWED_FIELDS = {
     "d1": ("database_id", "database"),
     "r2_bucket": ("bucket_name",),
     "service": ("service", "environment"),
+    "ratelimit": ("namespace_id", "limit", "period"),
 }
 
 
@@ -457,6 +468,14 @@ def _validate_bindings(bindings, errors):
             if not b.get("bucket_name"):
                 errors.append("%s: a r2_bucket binding needs bucket_name" % label)
             item["bucket_name"] = b.get("bucket_name")
+        elif kind == "ratelimit":
+            if not re.match(r"^[1-9][0-9]{0,9}$", b.get("namespace_id") or ""):
+                errors.append("%s: a ratelimit binding needs namespace_id, a positive integer" % label)
+            if not isinstance(b.get("limit"), int) or b["limit"] < 1:
+                errors.append("%s: a ratelimit binding needs limit, a positive number" % label)
+            if b.get("period") not in (10, 60):
+                errors.append("%s: a ratelimit binding needs period 10 or 60 (seconds)" % label)
+            item.update(namespace_id=b.get("namespace_id"), simple=dict(limit=b.get("limit"), period=b.get("period")))
         elif kind == "service":
             if not b.get("service"):
                 errors.append("%s: a service binding needs service" % label)
@@ -772,6 +791,8 @@ def main():
         bucket_name=dict(type="str"),
         service=dict(type="str"),
         environment=dict(type="str"),
+        limit=dict(type="int"),
+        period=dict(type="int"),
     )
     cf = CloudflareModule(
         argument_spec=dict(
@@ -965,7 +986,9 @@ def run_present(cf, desired):
 
 def metadata_binding(b):
     out = dict(type=b["type"], name=b["name"])
-    for field in ALLOWED_FIELDS[b["type"]]:
+    # A rate limiter is sent as Cloudflare spells it: limit and period inside "simple".
+    fields = BINDING_FIELDS["ratelimit"] if b["type"] == "ratelimit" else ALLOWED_FIELDS[b["type"]]
+    for field in fields:
         if field in ("namespace", "database"):
             continue
         if b.get(field) is not None:

@@ -59,7 +59,7 @@ class PlayResult:
 
 
 def run_play(tmp_path, tasks, env, check=False, diff=False, verbose=0, json_output=True, extra_vars=None,
-             playbook=None):
+             playbook=None, inventory="localhost,"):
     """Run ``tasks`` (a list of task dicts) in one play on localhost.
 
     ``env`` adds environment variables (the emulator's token and URL). With
@@ -74,7 +74,7 @@ def run_play(tmp_path, tasks, env, check=False, diff=False, verbose=0, json_outp
             "gather_facts": False,
             "tasks": tasks,
         }], sort_keys=False))
-    args = [str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-e", "ansible_connection=local",
+    args = [str(pathlib.Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "-e", "ansible_connection=local",
             "-e", "ansible_python_interpreter=" + sys.executable, str(playbook)]
     if check:
         args.append("--check")

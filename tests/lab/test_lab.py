@@ -5,6 +5,7 @@ user's lab is left alone."""
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 
 import pytest
@@ -18,9 +19,19 @@ HEADSCALE_PORT = 18081
 # tailnet source (inventory/lab/tailnet.tailscale.yml) aimed at this lab's
 # headscale and containers.
 TAILNET_SOURCE = REPO / ".cache" / "blackroad-labtest" / "tailnet.tailscale.yml"
+# This lab's own Cloudflare emulator, seeded like the user's lab.
+CLOUDFLARE_DIR = REPO / ".cache" / "blackroad-labtest" / "cloudflare"
+CLOUDFLARE_PORT = 18787
 LAB = ["-e", f"lab_container_prefix={PREFIX}", "-e", "lab_network=blackroad-labtest",
        "-e", f"lab_headscale_port={HEADSCALE_PORT}",
+       "-e", f"lab_cloudflare_port={CLOUDFLARE_PORT}", "-e", f"lab_cloudflare_dir={CLOUDFLARE_DIR}",
        "-i", str(REPO / "inventory" / "lab" / "hosts.yml"), "-i", str(TAILNET_SOURCE)]
+
+
+def cloudflare_emulator(action):
+    env = dict(os.environ, CLOUDFLARE_EMULATOR_DIR=str(CLOUDFLARE_DIR), CLOUDFLARE_EMULATOR_PORT=str(CLOUDFLARE_PORT))
+    subprocess.run([str(REPO / "scripts" / "cloudflare-emulator.sh"), action], env=env, check=True,
+                   capture_output=True, text=True)
 
 
 def write_tailnet_source():
@@ -50,9 +61,13 @@ def playbook(*args):
 def fresh_lab():
     write_tailnet_source()
     playbook("playbooks/lab.yml", "-e", "lab_state=absent")
+    cloudflare_emulator("stop")
+    shutil.rmtree(CLOUDFLARE_DIR, ignore_errors=True)
+    cloudflare_emulator("start")
     playbook("playbooks/lab.yml")
     yield
     playbook("playbooks/lab.yml", "-e", "lab_state=absent")
+    cloudflare_emulator("stop")
 
 
 def changed(stats):
@@ -72,8 +87,13 @@ def test_lab_converges_then_stays_converged(fresh_lab):
     first = changed(playbook("playbooks/site.yml"))
     assert all(count > 0 for count in first.values()), first
 
-    assert changed(playbook("playbooks/site.yml")) == dict.fromkeys(FLEET, 0)
-    assert changed(playbook("playbooks/site.yml", "--check", "--diff")) == dict.fromkeys(FLEET, 0)
+    # The controller's share (tailnet policy, the edge) converges too.
+    again = playbook("playbooks/site.yml")
+    assert changed(again) == dict.fromkeys(FLEET, 0)
+    assert again["localhost"]["changed"] == 0
+    rechecked = playbook("playbooks/site.yml", "--check", "--diff")
+    assert changed(rechecked) == dict.fromkeys(FLEET, 0)
+    assert rechecked["localhost"]["changed"] == 0
     # Bringing the lab up again finds every container as it should be.
     assert playbook("playbooks/lab.yml")["localhost"]["changed"] == 0
 
@@ -116,6 +136,35 @@ def test_tailnet_policy_is_enforced(fresh_lab):
 def lab_exec(host, *command):
     return subprocess.run(["docker", "exec", f"{PREFIX}{host}", *command],
                           capture_output=True, text=True, check=False)
+
+
+def edge_probe(*args):
+    """One request through the lab's edge (the Workers in workerd, as the emulator holds them)."""
+    proc = subprocess.run(["node", str(REPO / "workers" / "lab" / "edge-lab.mjs"), "--probe", *args,
+                           "--base-url", f"http://127.0.0.1:{CLOUDFLARE_PORT}/client/v4",
+                           "--token-file", str(CLOUDFLARE_DIR / "token"), "--connector-prefix", PREFIX],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_a_request_travels_the_edge_to_the_api_host(fresh_lab):
+    """api.blackroad.io: gateway, auth and rate limit in workerd, the tunnel's connector on
+    pi5-alpha, the stand-in API on its loopback port; revoked and missing keys stop at the edge."""
+    keys = REPO / ".cache" / "blackroad-labtest" / "edge"
+    ok = edge_probe("https://api.blackroad.io/v1/status?probe=1", "--api-key-file", str(keys / "api-key"),
+                    "--header", "X-User-ID: root")
+    assert ok["status"] == 200, ok
+    seen = json.loads(ok["body"])
+    assert seen["service"] == "lab stand-in API on pi5-alpha"
+    assert seen["path"] == "/v1/status?probe=1"
+    assert seen["headers"]["x-user-id"] == "lab-user"
+    assert edge_probe("https://api.blackroad.io/v1/status", "--api-key-file", str(keys / "revoked-api-key"))["status"] == 403
+    assert edge_probe("https://api.blackroad.io/v1/status")["status"] == 401
+    assert edge_probe("https://nowhere.blackroad.io/")["status"] == 404
+    # The raw keys are on the controller only; the account has their hashes.
+    state = (CLOUDFLARE_DIR / "state.json").read_text()
+    assert (keys / "api-key").read_text() not in state
 
 
 def test_published_container_port_is_reachable_only_from_inside(fresh_lab):
