@@ -34,6 +34,10 @@ BEGIN, END = "<!-- edge-benchmark:begin -->", "<!-- edge-benchmark:end -->"
 SEED = json.loads((REPO / "tests" / "fixtures" / "cloudflare" / "blackroad_account.json").read_text())
 LAB = yaml.safe_load((REPO / "inventory" / "lab" / "group_vars" / "all" / "edge.yml").read_text())
 HOSTS = {"pi5-alpha": "100.64.0.1", "pi5-beta": "100.64.0.2", "jetson-prime": "100.64.0.6"}
+# Made once: every run must see the same keys and secret, as a user's inventory would.
+KEYS = [{"id": "bench-%d" % i, "user": "user-%d" % i, "sha256": hashlib.sha256(secrets.token_bytes(32)).hexdigest()}
+        for i in range(3)]
+STRIPE_SECRET = "whsec_bench_" + secrets.token_hex(8)
 
 
 def inventory(workdir, routes):
@@ -42,11 +46,9 @@ def inventory(workdir, routes):
     hosts = {h: {"tailnet_ipv4": ip} for h, ip in HOSTS.items()}
     hosts["localhost"] = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
-    keys = [{"id": "bench-%d" % i, "user": "user-%d" % i,
-             "sha256": hashlib.sha256(secrets.token_bytes(32)).hexdigest()} for i in range(3)]
     (inv / "group_vars" / "all" / "edge.yml").write_text(yaml.safe_dump({
         "blackroad_zones": LAB["blackroad_zones"], "blackroad_routes": routes, "edge_tunnel": "pi5-alpha",
-        "edge_api_keys": keys, "edge_stripe_webhook_secret": "whsec_bench_" + secrets.token_hex(8)}))
+        "edge_api_keys": KEYS, "edge_stripe_webhook_secret": STRIPE_SECRET}))
     return inv / "hosts.yml"
 
 
@@ -94,6 +96,8 @@ def main():
     first = rows[1][1]["kinds"]
     lines.append("")
     lines.append("Calls of the first run by endpoint: " + ", ".join("%s %d" % kv for kv in sorted(first.items())) + ".")
+    lines.append("`accounts` are the account lookups, one per task invocation; giving the account id "
+                 "(`CLOUDFLARE_ACCOUNT_ID` or `cloudflare_account`) saves them.")
     stamp = "%s, Python %s, %d CPUs" % (datetime.date.today().isoformat(), platform.python_version(), os.cpu_count())
     block = "\n".join([BEGIN, "Measured %s by `scripts/benchmark_edge.py`:" % stamp, ""] + lines + [END])
     print(block)
