@@ -138,6 +138,14 @@ options:
     type: str
     choices: [on_create, always]
     default: on_create
+  secrets_purge:
+    description:
+      - Whether secrets on the Worker that O(bindings) does not list are deleted.
+      - V(false) keeps them, so that a run without the secret's value at hand (a vault that was not
+        loaded) cannot take a working secret away. Delete such a secret with V(true) on purpose.
+    type: bool
+    default: true
+    version_added: 0.4.0
   routes:
     description:
       - The complete list of Worker routes that point at this script. When given, this script's routes
@@ -804,6 +812,7 @@ def main():
             compatibility_date=dict(type="str"),
             compatibility_flags=dict(type="list", elements="str"),
             secrets_update=dict(type="str", choices=["on_create", "always"], default="on_create"),
+            secrets_purge=dict(type="bool", default=True),
             routes=dict(type="list", elements="dict", options=dict(
                 pattern=dict(type="str", required=True),
                 zone=dict(type="str"),
@@ -894,8 +903,8 @@ def run_present(cf, desired):
         if not binding_equal(b, have_by_key.get(binding_key(b))):
             reasons.append("binding %s" % b["name"])
     wanted_keys = set(binding_key(b) for b in want_bindings)
-    stale_secrets = [b["name"] for b in have_bindings
-                     if b.get("type") == "secret_text" and binding_key(b) not in wanted_keys]
+    unlisted_secrets = [b for b in have_bindings if b.get("type") == "secret_text" and binding_key(b) not in wanted_keys]
+    stale_secrets = [b["name"] for b in unlisted_secrets] if p["secrets_purge"] else []
     for b in have_bindings:
         if b.get("type") != "secret_text" and binding_key(b) not in wanted_keys:
             reasons.append("remove binding %s" % b.get("name"))
@@ -922,6 +931,8 @@ def run_present(cf, desired):
 
     # The script after the run, as shown in the result and the diff.
     after_bindings = [show_binding(b) for b in want_bindings]
+    if not p["secrets_purge"]:
+        after_bindings += [show_binding(b) for b in unlisted_secrets]
     before_script = {}
     if exists:
         before_script = dict(name=name, main_module=have_main, files=have_files,

@@ -280,3 +280,22 @@ def test_the_request_path_through_the_edge_in_workerd(edge):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_empty_secret_variable_keeps_the_workers_secret(edge):
+    """A run without the vault loaded must not take billing's Stripe secret away."""
+    assert edge.run().rc == 0
+
+    def billing_secret():
+        billing, = [w for w in edge.emu.state(secrets=True)["workers"] if w["name"] == "blackroad-billing"]
+        return [b.get("text") for b in billing["bindings"] if b["name"] == "STRIPE_WEBHOOK_SECRET"]
+
+    assert billing_secret() == [edge.stripe_secret]
+    edge.extra["edge_stripe_webhook_secret"] = ""
+    kept = edge.run()
+    assert kept.rc == 0 and kept.changed == 0, changed_tasks(kept)
+    assert billing_secret() == [edge.stripe_secret]
+    edge.extra["edge_secrets_purge"] = True
+    purged = edge.run()
+    assert changed_tasks(purged) == ["Workers, their bindings and routes[blackroad-billing]"]
+    assert billing_secret() == []
