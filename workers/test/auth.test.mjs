@@ -3,8 +3,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { Miniflare } from "miniflare";
-import { COMPATIBILITY_DATE, workerModules, fake, sha256Hex, signJwt } from "./support.mjs";
+import { workerModules, fake, sha256Hex, signJwt, newMiniflare } from "./support.mjs";
 
 let mf, kv, auth, authNoSecret;
 const jwtSecret = fake("FAKECANARY-jwt-");
@@ -12,9 +11,7 @@ const goodKey = fake("FAKECANARY-key-");
 const revokedKey = fake("FAKECANARY-key-");
 
 before(async () => {
-  mf = new Miniflare({
-    cf: false,
-    compatibilityDate: COMPATIBILITY_DATE,
+  mf = newMiniflare({
     workers: [
       { name: "auth", ...workerModules("auth"), kvNamespaces: { AUTH_KV: "auth" }, bindings: { JWT_SECRET: jwtSecret } },
       { name: "auth-no-secret", ...workerModules("auth"), kvNamespaces: { AUTH_KV: "auth" } },

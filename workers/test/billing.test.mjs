@@ -4,8 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
-import { Miniflare } from "miniflare";
-import { COMPATIBILITY_DATE, workerModules, fake, stripeSignature } from "./support.mjs";
+import { workerModules, fake, stripeSignature, newMiniflare } from "./support.mjs";
 
 let mf, kv, billing, unconfigured;
 const secret = fake("whsec_FAKECANARY");
@@ -14,9 +13,7 @@ const now = () => Math.floor(Date.now() / 1000);
 let serial = 0;
 
 before(async () => {
-  mf = new Miniflare({
-    cf: false,
-    compatibilityDate: COMPATIBILITY_DATE,
+  mf = newMiniflare({
     workers: [
       {
         name: "billing",

@@ -6,11 +6,9 @@
 import { test, before, after, beforeEach } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { Miniflare } from "miniflare";
 import {
-  COMPATIBILITY_DATE, workerModules, startServer, closedPort, fake, sha256Hex, signJwt,
-  stripeSignature, startOfWindow, sleep, rawRequest,
-} from "./support.mjs";
+  workerModules, startServer, closedPort, fake, sha256Hex, signJwt,
+  stripeSignature, startOfWindow, sleep, rawRequest, newMiniflare } from "./support.mjs";
 
 const ZONE = "example.test";
 const API = `api.${ZONE}`;
@@ -47,9 +45,7 @@ before(async () => {
   });
   const downPort = await closedPort();
 
-  mf = new Miniflare({
-    cf: false,
-    compatibilityDate: COMPATIBILITY_DATE,
+  mf = newMiniflare({
     workers: [
       {
         name: "blackroad-edge-gateway",

@@ -5,8 +5,8 @@
 import { test, before, after, beforeEach } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { Miniflare, Response as MfResponse } from "miniflare";
-import { COMPATIBILITY_DATE, workerModules, startServer, closedPort, fake, sleep } from "./support.mjs";
+import { Response as MfResponse } from "miniflare";
+import { workerModules, startServer, closedPort, fake, sleep, newMiniflare } from "./support.mjs";
 
 let mf, routes, origin, v2, failover, downPort;
 const calls = { auth: [], ratelimit: [], telemetry: [] };
@@ -42,9 +42,7 @@ before(async () => {
   });
   downPort = await closedPort();
 
-  mf = new Miniflare({
-    cf: false,
-    compatibilityDate: COMPATIBILITY_DATE,
+  mf = newMiniflare({
     workers: [{
       name: "gateway",
       ...workerModules("gateway"),
@@ -351,9 +349,7 @@ test("origin down: maintenance page from the failover, else the built-in one; 53
 });
 
 test("failover also down: built-in maintenance page", async () => {
-  const second = new Miniflare({
-    cf: false,
-    compatibilityDate: COMPATIBILITY_DATE,
+  const second = newMiniflare({
     workers: [{
       name: "gateway",
       ...workerModules("gateway"),

@@ -3,15 +3,12 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { Miniflare } from "miniflare";
-import { COMPATIBILITY_DATE, workerModules, startOfWindow } from "./support.mjs";
+import { workerModules, startOfWindow, newMiniflare } from "./support.mjs";
 
 let mf, limiter;
 
 before(async () => {
-  mf = new Miniflare({
-    cf: false,
-    compatibilityDate: COMPATIBILITY_DATE,
+  mf = newMiniflare({
     workers: [{
       name: "ratelimit",
       ...workerModules("ratelimit"),

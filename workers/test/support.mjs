@@ -5,6 +5,7 @@ import http from "node:http";
 import { createHmac, randomBytes, createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { readFileSync } from "node:fs";
+import { Miniflare } from "miniflare";
 
 export const SRC = fileURLToPath(new URL("../src/", import.meta.url));
 export const COMPATIBILITY_DATE = "2026-04-01";
@@ -20,6 +21,9 @@ export function workerModules(name) {
 
 // Obviously fake, different on every run, so a leak in output is easy to grep for and never a
 // real credential.
+// Every test runtime: no cf.json download (there is no internet here), the Workers' own date.
+export const newMiniflare = (options) => new Miniflare({ cf: false, compatibilityDate: COMPATIBILITY_DATE, ...options });
+
 export const fake = (prefix = "FAKECANARY-") => `${prefix}${randomBytes(16).toString("hex")}`;
 
 export const sha256Hex = (text) => createHash("sha256").update(text).digest("hex");

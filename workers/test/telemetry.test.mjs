@@ -4,8 +4,7 @@
 
 import { test, before, after, beforeEach } from "node:test";
 import assert from "node:assert/strict";
-import { Miniflare } from "miniflare";
-import { COMPATIBILITY_DATE, workerModules, startServer, fake, sleep } from "./support.mjs";
+import { workerModules, startServer, fake, sleep, newMiniflare } from "./support.mjs";
 
 let mf, sink, hanging, state, telemetry, eager, quiet, stuck;
 const token = fake("FAKECANARY-telemetry-");
@@ -19,9 +18,7 @@ before(async () => {
   // Accepts the connection and the request, never answers.
   hanging = await startServer((req, res) => { hung.push(res); });
   const worker = (name, bindings) => ({ name, ...workerModules("telemetry"), kvNamespaces: { STATE: "state" }, bindings });
-  mf = new Miniflare({
-    cf: false,
-    compatibilityDate: COMPATIBILITY_DATE,
+  mf = newMiniflare({
     workers: [
       worker("telemetry", {
         LOKI_URL: `${sink.url}/loki/api/v1/push`,
